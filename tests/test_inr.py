@@ -1,0 +1,171 @@
+"""Batched INR fitting equals independent per-model training; builds are balanced, resumable and deterministic."""
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import probegen_nb.inr as inr
+from probegen_nb.arch import SirenSpec
+from probegen_nb.data import ImageDataset
+from probegen_nb.inr import (
+    PUBLIC_RECIPE,
+    fit_inrs,
+    init_siren_params,
+    pixel_grid,
+    plan_from_splits_json,
+    plan_inr_zoo,
+    psnr_from_mse,
+    reconstruct,
+)
+from probegen_nb.zoo import load_zoo
+
+
+@pytest.fixture(scope="module")
+def digits() -> ImageDataset:
+    """A small fake data set: smooth blobs whose position depends on the class (fits quickly, like digits)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:28, 0:28]
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.arange(n) % 10
+        cx, cy = 6 + 1.6 * labels + rng.normal(0, 1, n), 14 + rng.normal(0, 2, n)
+        img = np.exp(-((xx[None] - cx[:, None, None]) ** 2 + (yy[None] - cy[:, None, None]) ** 2) / 18)
+        return (img * 255).astype(np.uint8), labels.astype(np.int64)
+
+    return ImageDataset("blobs", *make(200), *make(60), tuple("0123456789"), "test fixture")
+
+
+def test_init_follows_recipe() -> None:
+    spec = SirenSpec()
+    p = init_siren_params(spec, 2000, torch.Generator().manual_seed(0))
+    for i, fan_in in enumerate((2, 32)):
+        bound = math.sqrt(6 / fan_in) / 30
+        w = p[f"seq.{i}.weight"]
+        assert w.abs().max() <= bound and w.abs().max() > 0.98 * bound
+        assert w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+        assert p[f"seq.{i}.bias"].abs().max() == 0
+    w_last = p["seq.2.weight"]
+    assert w_last.abs().max() <= 1 / math.sqrt(32) and w_last.abs().max() > 0.98 / math.sqrt(32)
+    assert p["seq.2.bias"].abs().max() > 0  # nn.Linear's default bias init, not zero
+
+
+def test_batched_fit_equals_independent_adam(digits: ImageDataset) -> None:
+    """Per-model torch.optim.Adam on an nn.Module, started from the same init, gives the same weights."""
+    recipe = replace(PUBLIC_RECIPE, steps=25, target_psnr=float("inf"))
+    gen_seed = 3
+    res = fit_inrs(digits.train_images[:3], recipe=recipe, generator=torch.Generator().manual_seed(gen_seed),
+                   device="cpu")
+    init = init_siren_params(SirenSpec(), 3, torch.Generator().manual_seed(gen_seed))
+    coords = pixel_grid(28, 28)
+    for i in range(3):
+        module = SirenSpec().build_module()
+        module.load_state_dict({k: v[i] for k, v in init.items()})
+        opt = torch.optim.Adam(module.parameters(), lr=recipe.lr)
+        target = torch.as_tensor(digits.train_images[i]).float().reshape(-1, 1) / 255
+        for _ in range(recipe.steps):
+            opt.zero_grad()
+            ((module(coords) - target) ** 2).mean().backward()
+            opt.step()
+        for k, v in module.state_dict().items():
+            torch.testing.assert_close(res.params[k][i], v, atol=2e-5, rtol=1e-4)
+        with torch.no_grad():
+            mse = ((module(coords) - target) ** 2).mean()
+        assert float(res.psnr[i]) == pytest.approx(float(psnr_from_mse(mse)), abs=1e-3)
+
+
+def test_fit_improves_and_early_stop_keeps_the_target_weights(digits: ImageDataset) -> None:
+    images = digits.train_images[:6]
+    short = fit_inrs(images, recipe=replace(PUBLIC_RECIPE, steps=5, target_psnr=float("inf")), device="cpu")
+    longer = fit_inrs(images, recipe=replace(PUBLIC_RECIPE, steps=120, target_psnr=float("inf")), device="cpu")
+    assert (longer.psnr > short.psnr + 3).all()
+    target = float(longer.psnr.min()) - 1.0  # every INR passes this before its last step
+    stopped = fit_inrs(images, recipe=replace(PUBLIC_RECIPE, steps=120, target_psnr=target), device="cpu")
+    assert (stopped.steps < 120).all()
+    assert (stopped.psnr >= target).all() and (stopped.psnr < target + 1.0).all()
+    # the kept weights really reconstruct at the reported PSNR
+    coords = pixel_grid(28, 28)
+    for i in range(len(images)):
+        module = SirenSpec().build_module()
+        module.load_state_dict({k: v[i] for k, v in stopped.params.items()})
+        with torch.no_grad():
+            mse = ((module(coords) - torch.as_tensor(images[i]).float().reshape(-1, 1) / 255) ** 2).mean()
+        assert float(psnr_from_mse(mse)) == pytest.approx(float(stopped.psnr[i]), abs=1e-3)
+
+
+def test_plan_is_balanced_and_disjoint(digits: ImageDataset) -> None:
+    plan = plan_inr_zoo(digits, n_train=50, n_val=20, n_test=30, seed=1)
+    assert plan["split"].value_counts().to_dict() == {"train": 50, "val": 20, "test": 30}
+    assert list(plan["model_id"]) == list(range(100))
+    for split, n in (("train", 50), ("val", 20), ("test", 30)):
+        counts = plan[plan.split == split]["label"].value_counts()
+        assert counts.max() - counts.min() <= 1 and counts.sum() == n
+    from_train = plan[plan.image_split == "train"]
+    assert set(from_train["split"]) == {"train", "val"} and not from_train["image_index"].duplicated().any()
+    assert set(plan[plan.split == "test"]["image_split"]) == {"test"}
+    labels_ok = [digits.labels(s)[i] == lab for s, i, lab in zip(plan.image_split, plan.image_index, plan.label)]
+    assert all(labels_ok)
+
+
+def test_plan_from_public_splits_json(tmp_path) -> None:
+    splits = {"train": {"path": ["fmnist_inrs/train/model_5.pth", "fmnist_inrs/train/model_9.pth"], "label": [2, 9]},
+              "val": {"path": ["fmnist_inrs/train/model_1.pth"], "label": [0]},
+              "test": {"path": ["fmnist_inrs/test/model_7.pth"], "label": [9]}}
+    f = tmp_path / "splits.json"
+    f.write_text(json.dumps(splits))
+    plan = plan_from_splits_json(f)
+    assert plan[["split", "label", "image_split", "image_index"]].values.tolist() == [
+        ["train", 2, "train", 5], ["train", 9, "train", 9], ["val", 0, "train", 1], ["test", 9, "test", 7]]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"training": splits["train"]}))
+    with pytest.raises(ValueError, match="unknown split 'training'"):
+        plan_from_splits_json(bad)
+
+
+def test_build_resumes_after_a_crash_without_loss_or_duplication(digits: ImageDataset, tmp_path, monkeypatch) -> None:
+    plan = plan_inr_zoo(digits, n_train=10, n_val=5, n_test=5, seed=0)
+    recipe = replace(PUBLIC_RECIPE, steps=20)
+    whole = inr.build_inr_zoo(plan, digits, tmp_path / "whole", recipe=recipe, chunk_size=6, device="cpu")
+
+    real_fit, calls = inr.fit_inrs, []
+
+    def crashing_fit(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(inr, "fit_inrs", crashing_fit)
+    with pytest.raises(KeyboardInterrupt):
+        inr.build_inr_zoo(plan, digits, tmp_path / "resumed", recipe=recipe, chunk_size=6, device="cpu")
+    assert not (tmp_path / "resumed").exists()
+    assert len(list((tmp_path / ".resumed.partial").glob("chunk_*.safetensors"))) == 2
+    calls.clear()
+    inr.build_inr_zoo(plan, digits, tmp_path / "resumed", recipe=recipe, chunk_size=6, device="cpu")
+    assert len(calls) == 2  # only the two missing chunks of four were fitted
+    assert not (tmp_path / ".resumed.partial").exists()
+    loaded = load_zoo(tmp_path / "resumed")
+    assert list(loaded.table["model_id"]) == list(range(20))
+    for k in whole.params:
+        assert torch.equal(loaded.params[k], whole.params[k])
+    # a partial build of another plan is not silently mixed in
+    (tmp_path / ".other.partial").mkdir()
+    inr._atomic_write_text(tmp_path / ".other.partial" / "job.json", '{"plan": {}}')
+    with pytest.raises(ValueError, match="different plan"):
+        inr.build_inr_zoo(plan, digits, tmp_path / "other", recipe=recipe, chunk_size=6, device="cpu")
+
+
+def test_reconstruct_matches_the_fitted_image(digits: ImageDataset, tmp_path) -> None:
+    plan = plan_inr_zoo(digits, n_train=10, n_val=0, n_test=0, seed=0)
+    zoo = inr.build_inr_zoo(plan, digits, tmp_path / "z", recipe=replace(PUBLIC_RECIPE, steps=150), device="cpu")
+    rec = reconstruct(zoo, [0, 1])
+    for j in range(2):
+        original = digits.train_images[zoo.table["image_index"][j]] / 255
+        other = digits.train_images[zoo.table["image_index"][1 - j]] / 255
+        mse = float(((rec[j] - original) ** 2).mean())
+        # clipping to [0, 1] can only bring the reconstruction closer to the image
+        assert 10 * math.log10(1 / mse) >= zoo.table["psnr"][j] - 1e-3
+        assert mse < ((rec[j] - other) ** 2).mean()

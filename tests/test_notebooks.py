@@ -1,0 +1,53 @@
+"""Notebook hygiene, and every notebook executed headlessly by papermill in fast mode."""
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from probegen_nb.runner import NOTEBOOKS, run_notebook
+
+NOTEBOOK_FILES = sorted(NOTEBOOKS.glob("*.ipynb"))
+REQUIRED_PARAMETERS = {"fast", "device", "seed", "out_dir"}
+
+
+def test_there_are_notebooks() -> None:
+    assert {p.stem for p in NOTEBOOK_FILES} >= {"01_inr_zoo"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.stem)
+def test_notebook_hygiene(path: Path) -> None:
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert "widgets" not in nb["metadata"], "saved widget state must be stripped"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    for c in code:
+        assert not c.get("outputs") and c.get("execution_count") is None, "outputs must be stripped"
+    first = code[0]
+    assert "parameters" in first["metadata"].get("tags", []), "first code cell must be tagged 'parameters'"
+    assert sum("parameters" in c["metadata"].get("tags", []) for c in code) == 1
+    src = "".join(first["source"])
+    tree = ast.parse(src)
+    names = set()
+    for node in tree.body:
+        assert isinstance(node, ast.AnnAssign), f"parameters cell: only typed assignments, got {ast.dump(node)[:60]}"
+        assert isinstance(node.value, ast.Constant), f"{ast.unparse(node.target)} must be a literal"
+        annotation = ast.unparse(node.annotation)
+        assert type(node.value.value).__name__ == annotation, f"{ast.unparse(node.target)}: literal is not {annotation}"
+        names.add(ast.unparse(node.target))
+    for lineno, line in enumerate(src.splitlines(), 1):
+        assert "  # " in line, f"parameters cell line {lineno} needs a comment: {line!r}"
+    assert REQUIRED_PARAMETERS <= names
+    assert 'device: str = "auto"' in src
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.stem)
+def test_notebook_runs_in_fast_mode(path: Path, tmp_path: Path) -> None:
+    out_nb = run_notebook(path.stem, tmp_path, {"fast": True, "seed": 0})
+    executed = json.loads(out_nb.read_text())
+    errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    metrics = json.loads((tmp_path / path.stem / "metrics.json").read_text())
+    assert metrics["fast"] is True
+    assert list((tmp_path / path.stem).glob("*.png")), "key figures are saved as files"

@@ -1,0 +1,51 @@
+"""Packaging and code hygiene: one owner of dependencies, the torch pin, lint clean."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import tomllib
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_environment_yml_defers_to_pyproject() -> None:
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    deps = env["dependencies"]
+    conda = sorted(d.split("=")[0] for d in deps if isinstance(d, str))
+    pip = [d for d in deps if isinstance(d, dict)]
+    assert conda == ["pip", "python"], "conda brings only python and pip; pyproject.toml owns every package"
+    assert pip == [{"pip": ['-e ".[notebooks,test]"']}] or pip == [{"pip": ["-e .[notebooks,test]"]}]
+    py = next(d for d in deps if isinstance(d, str) and d.startswith("python"))
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    minimum = pyproject["project"]["requires-python"].removeprefix(">=")
+    assert tuple(map(int, py.split("=")[1].split("."))) >= tuple(map(int, minimum.split(".")))
+
+
+def test_pyproject_pins_torch_and_has_extras() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert "torch==2.13.0" in project["dependencies"]
+    assert {"notebooks", "test"} <= set(project["optional-dependencies"])
+    extras = " ".join(project["optional-dependencies"]["notebooks"])
+    for pkg in ("jupyterlab", "ipywidgets", "plotly", "seaborn", "papermill"):
+        assert pkg in extras
+    assert "nbval" in " ".join(project["optional-dependencies"]["test"])
+
+
+def test_ruff_clean() -> None:
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert ruff, "ruff is a test dependency"
+    res = subprocess.run([ruff, "check", "probegen_nb", "tests", "benchmarks", "notebooks"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_library_code_does_not_name_devices_or_print() -> None:
+    for path in (REPO / "probegen_nb").glob("*.py"):
+        text = path.read_text()
+        if path.name != "device.py":
+            assert '"cuda"' not in text, f"{path.name}: resolve devices through probegen_nb.device"
+        if path.name not in ("cli.py", "runner.py"):
+            assert "print(" not in text, f"{path.name}: library code reports with tqdm or returns results"

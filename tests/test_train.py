@@ -1,0 +1,165 @@
+"""Probe training: gradients reach probes and generator, the zoo stays frozen, runs reproduce, errors are clear."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import probegen_nb.train as train_mod
+from probegen_nb.arch import SirenSpec
+from probegen_nb.inr import init_siren_params
+from probegen_nb.probes import (
+    DeepLinearGenerator,
+    FreeProbes,
+    GaussianConfig,
+    ProbeGenConfig,
+    UniformConfig,
+    VanillaConfig,
+    probe_config_from_dict,
+    probe_config_to_dict,
+)
+from probegen_nb.probing import flops_per_model
+from probegen_nb.train import NonFiniteLossError, RunConfig, build_model, train
+from probegen_nb.zoo import Task, Zoo
+
+
+@pytest.fixture(scope="module")
+def zoo() -> Zoo:
+    """120 SIRENs whose label is decodable from their weights (the sign pattern of the output bias)."""
+    m = 120
+    params = init_siren_params(SirenSpec(), m, torch.Generator().manual_seed(0))
+    labels = np.arange(m) % 3
+    params["seq.2.bias"] = torch.tensor(labels - 1.0, dtype=torch.float32)[:, None] * 1.5
+    table = pd.DataFrame({"model_id": range(m), "split": ["train"] * 80 + ["val"] * 20 + ["test"] * 20,
+                          "label": labels})
+    return Zoo(SirenSpec(), params, table, Task("label", 3))
+
+
+def small(**kw) -> RunConfig:
+    return RunConfig(**{"n_probes": 8, "epochs": 2, "hidden": 32, "n_hidden": 1, "device": "cpu", **kw})
+
+
+def test_gradient_reaches_probes_and_generator_not_the_zoo(zoo: Zoo) -> None:
+    model = build_model(small(), zoo, torch.Generator().manual_seed(0))
+    assert isinstance(model.probes, DeepLinearGenerator)
+    batch = {k: v[:16] for k, v in zoo.params.items()}
+    before = {k: v.clone() for k, v in zoo.params.items()}
+    torch.nn.functional.cross_entropy(model(batch), zoo.labels[:16]).backward()
+    assert model.probes.latents.grad is not None and model.probes.latents.grad.abs().sum() > 0
+    for layer in model.probes.layers:
+        assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+    assert all(not v.requires_grad for v in zoo.params.values())
+    train(small(epochs=1), zoo, progress=False)
+    assert all(torch.equal(zoo.params[k], before[k]) for k in before)
+
+
+def test_batched_representation_equals_per_model(zoo: Zoo) -> None:
+    model = build_model(small(probes=VanillaConfig()), zoo, torch.Generator().manual_seed(1))
+    rep = model.represent(zoo.params)
+    probes = model.probes().detach()
+    for i in (0, 7, 119):
+        module = zoo.spec.build_module()
+        module.load_state_dict(zoo.model_params(i))
+        torch.testing.assert_close(rep[i].detach(), module(probes).flatten(), atol=1e-5, rtol=1e-5)
+
+
+def test_a_seed_reproduces_a_run_exactly(zoo: Zoo, tmp_path) -> None:
+    a = train(small(seed=3), zoo, out_dir=tmp_path / "a", progress=False)
+    b = train(small(seed=3), zoo, out_dir=tmp_path / "b", progress=False)
+    c = train(small(seed=4), zoo, progress=False)
+    assert a.metrics["history"] == b.metrics["history"]
+    sa, sb = load_file(tmp_path / "a" / "last.safetensors"), load_file(tmp_path / "b" / "last.safetensors")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.metrics["history"] != c.metrics["history"]
+
+
+def test_run_folder_contents(zoo: Zoo, tmp_path) -> None:
+    run = train(small(epochs=3), zoo, out_dir=tmp_path, progress=False)
+    assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "metrics.json", "best.safetensors",
+                                                     "last.safetensors", "probes.safetensors",
+                                                     "test_representations.safetensors"}
+    assert RunConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == run.config
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(metrics["history"]) == 3
+    best = max(metrics["history"], key=lambda h: h["val_accuracy"])  # first maximum, as train() keeps it
+    assert metrics["best_epoch"] == best["epoch"] and metrics["test_accuracy"] == best["test_accuracy"]
+    assert metrics["last_test_accuracy"] == metrics["history"][-1]["test_accuracy"]
+    probes = load_file(tmp_path / "probes.safetensors")
+    assert probes["snapshots"].shape == (4, 8, 2) and torch.equal(probes["snapshots"][-1], probes["probes"])
+    assert not torch.equal(probes["snapshots"][0], probes["snapshots"][-1])  # the probes moved
+    reps = load_file(tmp_path / "test_representations.safetensors")
+    assert reps["representations"].shape == (20, 8) and torch.equal(reps["labels"], zoo.split("test").labels)
+    # the best checkpoint reloads into a model that reproduces the best epoch's test accuracy
+    model = build_model(run.config, zoo, torch.Generator())
+    model.load_state_dict(load_file(tmp_path / "best.safetensors"))
+    test = zoo.split("test")
+    acc = float((model(test.params).argmax(1) == test.labels).float().mean())
+    assert acc == pytest.approx(metrics["test_accuracy"])
+
+
+def test_learns_a_decodable_label(zoo: Zoo) -> None:
+    run = train(small(epochs=20, n_probes=4, lr=3e-3, batch_size=16), zoo, progress=False)
+    assert run.metrics["history"][-1]["train_accuracy"] == 1.0
+    assert run.metrics["best_val_accuracy"] >= 0.9 and run.metrics["test_accuracy"] >= 0.7  # chance is 1/3
+
+
+def test_nan_loss_stops_with_epoch_and_step_keeping_last_good_checkpoint(zoo: Zoo, tmp_path, monkeypatch) -> None:
+    calls = {"n": 0}
+    real = train_mod.loss_fn
+
+    def poisoned(outputs, labels, classification):
+        calls["n"] += 1
+        loss = real(outputs, labels, classification)
+        return loss * float("nan") if calls["n"] == 3 + 3 else loss  # 3 steps per epoch: epoch 1, step 2
+
+    monkeypatch.setattr(train_mod, "loss_fn", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 2 .*last\.safetensors"):
+        train(small(batch_size=32, epochs=3), zoo, out_dir=tmp_path, progress=False)
+    last = load_file(tmp_path / "last.safetensors")
+    assert all(torch.isfinite(v).all() for v in last.values())
+
+
+def test_probe_shape_mismatch_is_refused_before_training(zoo: Zoo, tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"shape \(3,\).*take inputs of shape \(2,\)"):
+        train(small(), zoo, out_dir=tmp_path / "run", probes=FreeProbes(8, (3,)), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_probe_sources() -> None:
+    g = torch.Generator().manual_seed(0)
+    gen = ProbeGenConfig().build(1000, (2,), g)
+    assert [type(m).__name__ for m in gen.layers] == ["Linear", "Linear"]  # deep linear: no activation
+    assert gen.latents.shape == (1000, 32) and abs(gen.latents.std().item() - 1) < 0.05
+    nonlinear = ProbeGenConfig(activation="relu", depth=3, width=64).build(5, (2,), g)
+    assert [type(m).__name__ for m in nonlinear.layers] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+    assert nonlinear().shape == (5, 2)
+    uni = UniformConfig().build(4000, (2,), g)
+    assert list(uni.parameters()) == [] and "probes" in uni.state_dict()
+    assert uni().min() >= -1 and uni().max() <= 1 and uni().min() < -0.99
+    gauss = GaussianConfig(std=0.5).build(4000, (2,), g)
+    assert abs(gauss().std().item() - 0.5) < 0.03
+    assert VanillaConfig().build(7, (2,), g)().requires_grad
+    for config in (ProbeGenConfig(depth=4, activation="tanh"), VanillaConfig(), UniformConfig(), GaussianConfig(2.0)):
+        assert probe_config_from_dict(probe_config_to_dict(config)) == config
+    with pytest.raises(ValueError, match="unknown probe source 'probgen'"):
+        probe_config_from_dict({"kind": "probgen"})
+    with pytest.raises(ValueError, match="activation 'relu6'"):
+        ProbeGenConfig(activation="relu6").build(3, (2,), g)
+
+
+def test_run_config_rejects_typos() -> None:
+    with pytest.raises(ValueError, match="unknown RunConfig fields"):
+        RunConfig.from_dict({"n_probe": 3})
+    config = RunConfig(probes=ProbeGenConfig(width=64), generator_weight_decay=1e-3)
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_flops_match_the_matmul_count(zoo: Zoo) -> None:
+    q = 16
+    model = build_model(small(n_probes=q, hidden=64, n_hidden=2), zoo, torch.Generator())
+    siren = q * 2 * (2 * 32 + 32 * 32 + 32 * 1)
+    mlp = 2 * (q * 64 + 2 * 64 * 64 + 64 * 3)
+    assert flops_per_model(model, zoo.params) == pytest.approx(siren + mlp, rel=0.02)
