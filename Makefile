@@ -15,7 +15,7 @@ ifneq ($(wildcard $(SHARED)/README.md),)
 export PROBEGEN_SHARED ?= $(SHARED)
 endif
 
-.PHONY: setup system-packages test demo lab zoos bench clean
+.PHONY: setup system-packages test demo lab zoos bench seeds clean
 
 setup: $(VENV)/.setup-done system-packages
 
@@ -48,6 +48,11 @@ zoos: setup
 
 bench: setup
 	$(PY) benchmarks/bench_inr_fitting.py
+	$(PY) benchmarks/bench_probe_training.py
+
+# Mean ± std over seeds of the quickstart's three methods (the README's results table).
+seeds: setup
+	$(PY) -m probegen_nb.runner seeds 00_quickstart --seeds 0 1 2
 
 clean:
 	rm -rf runs data/cache

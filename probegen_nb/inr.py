@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from probegen_nb.arch import SirenSpec
 from probegen_nb.data import ImageDataset
-from probegen_nb.device import resolve_device, synchronize
+from probegen_nb.device import resolve_device, synchronize, tune_cpu_allocator
 from probegen_nb.forward import siren_forward
 from probegen_nb.zoo import SPLITS, Task, Zoo, ZooFormatError, save_zoo
 
@@ -86,6 +86,8 @@ def fit_inrs(images: torch.Tensor | np.ndarray, spec: SirenSpec = SirenSpec(), r
              progress: bool = False) -> FitResult:
     """Fit one SIREN per image, all at once. images: [B, H, W] uint8 (or floats in [0, 1])."""
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        tune_cpu_allocator()
     imgs = torch.as_tensor(np.asarray(images))
     target = (imgs.float() / 255 if imgs.dtype == torch.uint8 else imgs.float()).to(dev)
     b, h, w = target.shape

@@ -16,14 +16,23 @@ def load(name: str):
     return module
 
 
-@pytest.mark.parametrize("name,keys", [
-    ("bench_inr_fitting", {"reference_inr_steps_per_s", "batched_inr_steps_per_s", "ratio", "device",
-                           "batched_gflop_per_s", "flops_per_inr_step"}),
-])
-def test_benchmark_smoke(name: str, keys: set[str], tmp_path: Path) -> None:
+def run(name: str, tmp_path: Path) -> tuple[dict, dict]:
     out = tmp_path / f"{name}.json"
     result = load(name).main(["--smoke", "--out", str(out), "--device", "cpu"])
-    written = json.loads(out.read_text())
-    assert keys <= set(written)
+    return result, json.loads(out.read_text())
+
+
+def test_inr_fitting_benchmark_smoke(tmp_path: Path) -> None:
+    result, written = run("bench_inr_fitting", tmp_path)
+    assert {"reference_inr_steps_per_s", "batched_inr_steps_per_s", "ratio", "device", "batched_gflop_per_s"} <= set(
+        written)
     assert written["ratio"] == pytest.approx(written["batched_inr_steps_per_s"] / written["reference_inr_steps_per_s"])
-    assert result["flops_per_inr_step"] > 784 * 2 * (2 * 32 + 32 * 32 + 32)  # at least the forward's matmuls
+    forward_matmuls = 784 * 2 * (2 * 32 + 32 * 32 + 32)
+    assert 2.5 * forward_matmuls < result["flops_per_inr_step"] < 3.5 * forward_matmuls  # forward + backward
+
+
+def test_probe_training_benchmark_smoke(tmp_path: Path) -> None:
+    result, written = run("bench_probe_training", tmp_path)
+    assert {"reference_models_per_s", "batched_models_per_s", "ratio", "ratio_b256", "device"} <= set(written)
+    assert written["ratio"] == pytest.approx(written["batched_models_per_s"] / written["reference_models_per_s"])
+    assert set(written["by_batch"]) == {"4", "8"}
