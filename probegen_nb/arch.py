@@ -7,10 +7,12 @@ builders all read shapes from here, so there is one source of truth per architec
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -91,8 +93,118 @@ class SirenINR(nn.Module):
         return self.seq(x) + self.spec.out_offset
 
 
-ArchSpec = SirenSpec  # later issues widen this union (CNN specs)
-_SPECS: dict[str, type] = {SirenSpec.kind: SirenSpec}
+CNNActivation = Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "none"]
+CNN_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "leaky_relu": F.leaky_relu,
+    "none": lambda x: x,
+}
+
+
+@dataclass(frozen=True)
+class CNNSpec:
+    """Plain CNN: convolutions (each with its own kernel, stride, padding, activation), global average pooling,
+    one dense layer. Covers the Small CNN Zoo (3 × conv 3×3 stride 2, 16 channels) and CNN Wild Park (2–5 layers,
+    4–32 channels, kernels 3/5/7, stride 1, per-layer activations, residual connections).
+
+    `residual[i] = r ≥ 0` adds layer r's post-activation output to layer i's convolution output (first min(channels)
+    channels) before layer i's activation, as in CNN Wild Park; -1 for none.
+    """
+
+    kind: ClassVar[str] = "cnn"
+    in_channels: int = 1  # 1 for grayscale (CIFAR10-GS, MNIST), 3 for RGB
+    channels: tuple[int, ...] = (16, 16, 16)  # output channels of each convolution
+    kernel_size: tuple[int, ...] | int = 3  # per layer; a single value applies to every layer
+    stride: tuple[int, ...] | int = 2
+    padding: tuple[int, ...] | int = 1
+    activation: tuple[CNNActivation, ...] | CNNActivation = "relu"
+    residual: tuple[int, ...] | int = -1
+    out_dim: int = 10  # classes
+    image_size: int = 32  # inputs are in_channels × image_size × image_size, scaled to [-1, 1]
+
+    def __post_init__(self) -> None:
+        n = len(self.channels)
+        for name in ("channels", "kernel_size", "stride", "padding", "activation", "residual"):
+            value = getattr(self, name)
+            value = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+            if len(value) != n:
+                raise ValueError(f"CNNSpec.{name} has {len(value)} entries, expected one per layer ({n})")
+            object.__setattr__(self, name, value)
+        bad = [a for a in self.activation if a not in CNN_ACTIVATIONS]
+        if bad:
+            raise ValueError(f"CNNSpec.activation {bad[0]!r} is not one of {sorted(CNN_ACTIVATIONS)}")
+        sizes = self.feature_sizes()
+        for i, r in enumerate(self.residual):
+            if r >= 0 and not (r < i - 1 and sizes[r] == sizes[i]):
+                raise ValueError(f"CNNSpec.residual[{i}] (={r}) must name an earlier, non-adjacent layer with the "
+                                 f"same feature size ({sizes[r] if r < n else '?'} vs {sizes[i]})")
+
+    @classmethod
+    def small_cnn_zoo(cls, in_channels: int = 1, activation: CNNActivation = "relu") -> CNNSpec:
+        """The Small CNN Zoo architecture (Unterthiner et al. 2020): 4,970 parameters for one input channel."""
+        return cls(in_channels, (16, 16, 16), (3, 3, 3), (2, 2, 2), (1, 1, 1), (activation,) * 3, (-1, -1, -1))
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.channels)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.in_channels, self.image_size, self.image_size)
+
+    def feature_sizes(self) -> list[int]:
+        """Spatial size after each convolution."""
+        sizes, s = [], self.image_size
+        for k, st, p in zip(self.kernel_size, self.stride, self.padding):
+            s = (s + 2 * p - k) // st + 1
+            sizes.append(s)
+        return sizes
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {}
+        for i, (c_in, c_out, k) in enumerate(zip((self.in_channels, *self.channels[:-1]), self.channels,
+                                                 self.kernel_size)):
+            shapes[f"layers.{i}.weight"] = (c_out, c_in, k, k)
+            shapes[f"layers.{i}.bias"] = (c_out,)
+        shapes["fc.weight"] = (self.out_dim, self.channels[-1])
+        shapes["fc.bias"] = (self.out_dim,)
+        return shapes
+
+    def n_params(self) -> int:
+        return sum(math.prod(s) for s in self.param_shapes().values())
+
+    def build_module(self) -> CNN:
+        return CNN(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}}
+
+
+class CNN(nn.Module):
+    """Reference single-model CNN (state_dict keys `layers.<i>.weight`, `fc.weight`, as in CNN Wild Park)."""
+
+    def __init__(self, spec: CNNSpec = CNNSpec()) -> None:
+        super().__init__()
+        self.spec = spec
+        c_in = (spec.in_channels, *spec.channels[:-1])
+        self.layers = nn.ModuleList(nn.Conv2d(a, b, k, stride=s, padding=p) for a, b, k, s, p in
+                                    zip(c_in, spec.channels, spec.kernel_size, spec.stride, spec.padding))
+        self.fc = nn.Linear(spec.channels[-1], spec.out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spec, kept = self.spec, {}
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            r = spec.residual[i]
+            if r >= 0:
+                ch = min(spec.channels[r], spec.channels[i])
+                x = torch.cat([x[:, :ch] + kept[r][:, :ch], x[:, ch:]], dim=1)
+            x = CNN_ACTIVATIONS[spec.activation[i]](x)
+            kept[i] = x
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+ArchSpec = SirenSpec | CNNSpec
+_SPECS: dict[str, type] = {SirenSpec.kind: SirenSpec, CNNSpec.kind: CNNSpec}
 
 
 def spec_from_dict(d: dict[str, Any]) -> ArchSpec:

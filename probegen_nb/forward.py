@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 
-from probegen_nb.arch import ArchSpec, SirenSpec
+from probegen_nb.arch import CNN_ACTIVATIONS, ArchSpec, CNNSpec, SirenSpec
 
 Params = Mapping[str, torch.Tensor]  # name -> [M, *shape]
 
@@ -32,8 +33,40 @@ def siren_forward(spec: SirenSpec, params: Params, x: torch.Tensor) -> torch.Ten
     return h + spec.out_offset
 
 
+def cnn_forward(spec: CNNSpec, params: Params, x: torch.Tensor) -> torch.Tensor:
+    """x: shared [P, C, H, W] or per-model [M, P, C, H, W] → logits [M, P, K].
+
+    The M models become the groups of one grouped convolution: activations live as [P, M·channels, H, W].
+    """
+    m = params["fc.weight"].shape[0]
+    if x.dim() == 4:  # shared inputs: the first layer is one ordinary convolution with all models' filters
+        h, groups = x, 1
+    else:
+        p = x.shape[1]
+        h, groups = x.transpose(0, 1).reshape(p, m * spec.in_channels, *x.shape[3:]), m  # [P, M·C, H, W]
+    kept: dict[int, torch.Tensor] = {}
+    for i in range(spec.n_layers):
+        w = params[f"layers.{i}.weight"]  # [M, O, C, k, k]
+        b = params[f"layers.{i}.bias"]  # [M, O]
+        h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride=spec.stride[i], padding=spec.padding[i],
+                     groups=groups)  # [P, M·O, H', W']
+        groups = m
+        r = spec.residual[i]
+        if r >= 0:
+            ch = min(spec.channels[r], spec.channels[i])
+            h5, k5 = h.unflatten(1, (m, -1)), kept[r].unflatten(1, (m, -1))  # [P, M, O, H, W]
+            h = torch.cat([h5[:, :, :ch] + k5[:, :, :ch], h5[:, :, ch:]], dim=2).flatten(1, 2)
+        h = CNN_ACTIVATIONS[spec.activation[i]](h)
+        if i in spec.residual:
+            kept[i] = h
+    pooled = h.mean(dim=(2, 3)).unflatten(1, (m, -1))  # [P, M, O]
+    return torch.einsum("pmi,moi->mpo", pooled, params["fc.weight"]) + params["fc.bias"][:, None, :]  # [M, P, K]
+
+
 def forward(spec: ArchSpec, params: Params, x: torch.Tensor) -> torch.Tensor:
     """Dispatch to the architecture family's batched forward. Returns [M, P, K]."""
     if isinstance(spec, SirenSpec):
         return siren_forward(spec, params, x)
+    if isinstance(spec, CNNSpec):
+        return cnn_forward(spec, params, x)
     raise TypeError(f"no batched forward for architecture {type(spec).__name__}")

@@ -131,7 +131,7 @@ def train(config: RunConfig, zoo: Zoo | None = None, out_dir: str | Path | None 
             loss = loss_fn(model(batch), train_labels[idx], classification)
             if not torch.isfinite(loss):
                 where = f" (last good checkpoint: {out / 'last.safetensors'})" if out and epoch else ""
-                raise NonFiniteLossError(f"loss became {float(loss)} at epoch {epoch}, step {step}{where}")
+                raise NonFiniteLossError(f"loss became {loss.detach().item()} at epoch {epoch}, step {step}{where}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

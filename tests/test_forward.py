@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from probegen_nb.arch import SirenSpec, spec_from_dict
+from probegen_nb.arch import CNNSpec, SirenSpec, spec_from_dict
 from probegen_nb.forward import forward
 from probegen_nb.inr import init_siren_params
 
@@ -86,3 +86,75 @@ def test_spec_round_trip_and_rejects_unknown() -> None:
     with pytest.raises(ValueError, match="bad 'siren'"):
         spec_from_dict({"kind": "siren", "widht": 3})
     assert SirenSpec().n_params() == 2 * 32 + 32 + 32 * 32 + 32 + 32 + 1
+
+
+# ---------------------------------------------------------------- CNNs
+
+WILD = CNNSpec(3, (8, 16, 8, 12), (3, 5, 7, 3), 1, (1, 2, 3, 1), ("relu", "gelu", "tanh", "sigmoid"), (-1, -1, 0, 1))
+CNN_SPECS = [CNNSpec.small_cnn_zoo(), CNNSpec.small_cnn_zoo(activation="tanh"), WILD,
+             CNNSpec(1, (4, 4), 3, 1, 1, ("leaky_relu", "none"), image_size=8)]
+
+
+def cnn_params(spec: CNNSpec, m: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {k: 0.3 * torch.randn(m, *shape, generator=g) for k, shape in spec.param_shapes().items()}
+
+
+def per_model_cnn(spec: CNNSpec, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    outs = []
+    for i in range(params["fc.weight"].shape[0]):
+        module = spec.build_module()
+        module.load_state_dict({k: v[i] for k, v in params.items()})
+        outs.append(module(x if x.dim() == 4 else x[i]))
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize("spec", CNN_SPECS, ids=["small-relu", "small-tanh", "wild-residual", "tiny"])
+@pytest.mark.parametrize("m,p", [(1, 1), (5, 3)])
+def test_cnn_batched_equals_per_model(spec: CNNSpec, m: int, p: int) -> None:
+    params = cnn_params(spec, m)
+    g = torch.Generator().manual_seed(1)
+    shared = torch.rand(p, *spec.input_shape, generator=g) * 2 - 1
+    own = torch.rand(m, p, *spec.input_shape, generator=g) * 2 - 1
+    for x in (shared, own):
+        got = forward(spec, params, x)
+        assert got.shape == (m, p, spec.out_dim)
+        torch.testing.assert_close(got, per_model_cnn(spec, params, x), atol=1e-5, rtol=1e-5)
+
+
+def test_cnn_residual_changes_the_function() -> None:
+    """The residual path is really used: dropping it changes outputs (so a loader that drops it is caught)."""
+    params = cnn_params(WILD, 2)
+    x = torch.rand(3, *WILD.input_shape) * 2 - 1
+    plain = CNNSpec(**{**WILD.__dict__, "residual": (-1, -1, -1, -1)})
+    assert not torch.allclose(forward(WILD, params, x), forward(plain, params, x), atol=1e-4)
+
+
+def test_cnn_permuting_channels_leaves_output_unchanged() -> None:
+    spec = CNNSpec.small_cnn_zoo()
+    params = cnn_params(spec, 3)
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(5))
+    permuted = dict(params)
+    permuted["layers.1.weight"] = params["layers.1.weight"][:, perm]
+    permuted["layers.1.bias"] = params["layers.1.bias"][:, perm]
+    permuted["layers.2.weight"] = params["layers.2.weight"][:, :, perm]
+    x = torch.rand(4, 1, 32, 32)
+    torch.testing.assert_close(forward(spec, permuted, x), forward(spec, params, x), atol=1e-5, rtol=1e-5)
+
+
+def test_cnn_gradient_reaches_input_probes() -> None:
+    spec = CNNSpec.small_cnn_zoo()
+    x = torch.rand(4, 1, 32, 32, requires_grad=True)
+    forward(spec, cnn_params(spec, 3), x).square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_cnn_spec_validation() -> None:
+    assert CNNSpec.small_cnn_zoo().n_params() == 4970
+    assert spec_from_dict(WILD.to_dict()) == WILD
+    with pytest.raises(ValueError, match="kernel_size has 2 entries"):
+        CNNSpec(1, (4, 4, 4), (3, 3))
+    with pytest.raises(ValueError, match="'swish'"):
+        CNNSpec(1, (4,), 3, 1, 1, ("swish",))
+    with pytest.raises(ValueError, match=r"residual\[2\]"):
+        CNNSpec.small_cnn_zoo().__class__(1, (4, 4, 4), 3, 2, 1, "relu", (-1, -1, 0))  # sizes 16 vs 4
