@@ -41,10 +41,12 @@ demo: setup
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
-# Rebuild the embedded zoos committed under data/zoos/ (about 15 min on a 2-core CPU).
+# Rebuild the embedded zoos committed under data/zoos/ (about 18 + 17 min on a 2-core CPU).
 zoos: setup
 	$(PY) -m probegen_nb.cli build-inr-zoo --dataset mnist --out data/zoos/mnist-inr-small \
 	  --n-train 4000 --n-val 500 --n-test 1000 --chunk-size 64 --seed 0 --overwrite
+	$(PY) -m probegen_nb.cli build-cnn-zoo --dataset cifar10-gs --out data/zoos/cifar10-gs-cnn-small \
+	  --n-runs 320 --chunk-size 32 --seed 0 --overwrite
 
 bench: setup
 	$(PY) benchmarks/bench_inr_fitting.py

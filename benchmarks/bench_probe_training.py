@@ -1,8 +1,8 @@
 """Probe training steps: the public code's pattern (a Python loop over per-model nn.Modules) vs the batched forward.
 
 Both run the paper's protocol (Q = 128 ProbeGen probes, the 6-layer MLP, Adam) on the same zoo, interleaved in one
-run, at 32 and at 256 models a batch. Writes runs/bench/probe_training.json. Goals on a 2-core CPU: ratio >= 2 at 32
-and >= 4 at 256.
+run: the INR zoo at 32 and at 256 models a batch, and the CNN zoo (Q = 128 generated probe images) at 32 under
+`cnn`. Writes runs/bench/probe_training.json. Goals on a 2-core CPU: ratio >= 2 at 32 and >= 4 at 256.
 
     python benchmarks/bench_probe_training.py            # about 1 min on a 2-core CPU
     python benchmarks/bench_probe_training.py --smoke    # seconds, for the test suite
@@ -20,26 +20,28 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from probegen_nb.device import describe_device, resolve_device, synchronize
-from probegen_nb.probes import ProbeGenConfig
-from probegen_nb.train import RunConfig, build_model
-from probegen_nb.zoo import Zoo, load_zoo
+from probegen_nb.image_probes import ConvProbeGenConfig
+from probegen_nb.probes import ProbeConfig, ProbeGenConfig
+from probegen_nb.train import RunConfig, build_model, loss_fn
+from probegen_nb.zoo import MixedZoo, Zoo, load_zoo
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "data" / "zoos" / "mnist-inr-small"
+CNN_ZOO = REPO / "data" / "zoos" / "cifar10-gs-cnn-small"
 
 
 def reference_step(model, modules: list[torch.nn.Module], labels: torch.Tensor, optimizer) -> None:
     """The public code's pattern: every model's own nn.Module called on the probes, outputs concatenated."""
     probes = model.probes()
     rep = torch.stack([m(probes).flatten() for m in modules])  # [B, Q·K]
-    loss = torch.nn.functional.cross_entropy(model.predictor(rep), labels)
+    loss = loss_fn(model.predictor(rep), labels, not labels.is_floating_point())
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
 
 
 def batched_step(model, params: dict[str, torch.Tensor], labels: torch.Tensor, optimizer) -> None:
-    loss = torch.nn.functional.cross_entropy(model(params), labels)
+    loss = loss_fn(model(params), labels, not labels.is_floating_point())
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -54,8 +56,9 @@ def as_modules(zoo: Zoo, device: torch.device) -> list[torch.nn.Module]:
     return modules
 
 
-def measure(zoo: Zoo, batch: int, n_probes: int, steps: int, rounds: int, dev: torch.device) -> dict:
-    model = build_model(RunConfig(probes=ProbeGenConfig(), n_probes=n_probes), zoo, torch.Generator().manual_seed(0))
+def measure(zoo: Zoo, batch: int, n_probes: int, steps: int, rounds: int, dev: torch.device,
+            probes: ProbeConfig = ProbeGenConfig()) -> dict:
+    model = build_model(RunConfig(probes=probes, n_probes=n_probes), zoo, torch.Generator().manual_seed(0))
     model = model.to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
     sub = zoo.subset(range(batch)).to(dev)
@@ -81,6 +84,7 @@ def measure(zoo: Zoo, batch: int, n_probes: int, steps: int, rounds: int, dev: t
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--zoo", type=Path, default=ZOO)
+    p.add_argument("--cnn-zoo", type=Path, default=CNN_ZOO)
     p.add_argument("--n-probes", type=int, default=128)
     p.add_argument("--steps", type=int, default=20, help="training steps per timed round")
     p.add_argument("--rounds", type=int, default=7)
@@ -95,10 +99,15 @@ def main(argv: list[str] | None = None) -> dict:
     zoo = load_zoo(args.zoo).split("train")
     at = {b: measure(zoo, b, args.n_probes, args.steps, args.rounds, dev) for b in batches}
     small, large = at[batches[0]], at[batches[1]]
+    cnn_zoo = load_zoo(args.cnn_zoo).split("train")
+    cnn_group = cnn_zoo.groups[0] if isinstance(cnn_zoo, MixedZoo) else cnn_zoo  # one architecture
+    cnn = measure(cnn_group, batches[0], args.n_probes, max(1, args.steps // 4), args.rounds, dev, ConvProbeGenConfig())
+    cnn["batch"] = batches[0]
     result = {"reference_models_per_s": small["reference_models_per_s"],
               "batched_models_per_s": small["batched_models_per_s"], "ratio": small["ratio"],
               "ratio_b256": large["ratio"], "batched_gflop_per_s": small["batched_gflop_per_s"],
-              "batched_gflop_per_s_b256": large["batched_gflop_per_s"], "by_batch": at, "n_probes": args.n_probes,
+              "batched_gflop_per_s_b256": large["batched_gflop_per_s"], "by_batch": at, "cnn": cnn,
+              "n_probes": args.n_probes,
               "device": describe_device(dev), "torch": torch.__version__, "smoke": args.smoke}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -106,6 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
     for b, r in at.items():
         print(f"{b:>6}{r['reference_models_per_s']:>16,.0f}{r['batched_models_per_s']:>18,.0f}{r['ratio']:>8.1f}"
               f"{r['batched_gflop_per_s']:>9.2f}")
+    print(f"{'CNN ' + str(batches[0]):>6}{cnn['reference_models_per_s']:>16,.0f}{cnn['batched_models_per_s']:>18,.0f}"
+          f"{cnn['ratio']:>8.1f}{cnn['batched_gflop_per_s']:>9.2f}")
     print(f"on {result['device']}; wrote {args.out}")
     return result
 

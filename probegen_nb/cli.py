@@ -1,10 +1,11 @@
-"""Command-line entry points: `python -m probegen_nb.cli build-inr-zoo …` (used by `make zoos`)."""
+"""Command-line entry points: `python -m probegen_nb.cli build-inr-zoo|build-cnn-zoo …` (used by `make zoos`)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from probegen_nb.cnn_zoo import CNNZooRecipe, build_cnn_zoo, sample_wild_park_specs
 from probegen_nb.data import DATASETS, load_dataset
 from probegen_nb.inr import HIGH_QUALITY_RECIPE, PUBLIC_RECIPE, build_inr_zoo, plan_from_splits_json, plan_inr_zoo
 
@@ -26,7 +27,31 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--device", default="auto")
     b.add_argument("--overwrite", action="store_true")
+    c = sub.add_parser("build-cnn-zoo", help="train a Small-CNN-Zoo-style CNN zoo (resumable)")
+    c.add_argument("--dataset", choices=DATASETS, default="cifar10-gs", help="cifar10-gs, or mnist/fmnist padded")
+    c.add_argument("--out", type=Path, required=True, help="zoo folder to write")
+    c.add_argument("--n-runs", type=int, default=320, help="CNNs trained (each keeps one row per checkpoint)")
+    c.add_argument("--steps", type=int, default=CNNZooRecipe.steps, help="optimizer steps per CNN")
+    c.add_argument("--checkpoints", type=int, nargs="+", default=list(CNNZooRecipe.checkpoints))
+    c.add_argument("--n-eval", type=int, default=CNNZooRecipe.n_eval, help="images used for accuracy labels")
+    c.add_argument("--chunk-size", type=int, default=32, help="CNNs trained at once")
+    c.add_argument("--wild-park-archs", type=int, default=0,
+                   help="N > 0: a CNN Wild Park-style zoo over N random architectures (use --dataset cifar10)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--device", default="auto")
+    c.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "build-cnn-zoo":
+        recipe = CNNZooRecipe(steps=args.steps, checkpoints=tuple(args.checkpoints), n_eval=args.n_eval)
+        data = load_dataset(args.dataset)
+        archs = (sample_wild_park_specs(args.wild_park_archs, args.seed, data.train_images.ndim - 2)
+                 if args.wild_park_archs else None)
+        cnn_zoo = build_cnn_zoo(data, args.out, args.n_runs, recipe, chunk_size=args.chunk_size, seed=args.seed,
+                                device=args.device, overwrite=args.overwrite, architectures=archs)
+        acc = cnn_zoo.table["test_acc"]
+        print(f"wrote {args.out}: {len(cnn_zoo)} checkpoints of {args.n_runs} CNNs, test accuracy median "
+              f"{acc.median():.3f}, IQR {acc.quantile(0.75) - acc.quantile(0.25):.3f}, max {acc.max():.3f}")
+        return
 
     dataset = load_dataset(args.dataset)
     if args.splits_json:

@@ -63,6 +63,15 @@ class ImageDataset:
     def labels(self, split: Literal["train", "test"]) -> np.ndarray:
         return self._pick(split)[1]
 
+    def sample(self, n_train: int, n_test: int, seed: int = 0) -> ImageDataset:
+        """A seeded random subset of each split, for smoke runs (not the first images: some sources are sorted by
+        class)."""
+        rng = np.random.default_rng(seed)
+        tr = np.sort(rng.permutation(len(self.train_labels))[:n_train])
+        te = np.sort(rng.permutation(len(self.test_labels))[:n_test])
+        return ImageDataset(self.name, self.train_images[tr], self.train_labels[tr], self.test_images[te],
+                            self.test_labels[te], self.classes, f"{self.source} (random subset)")
+
     def _pick(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         if split == "train":
             return self.train_images, self.train_labels

@@ -7,7 +7,7 @@ import torch
 from scipy.stats import kendalltau
 
 from probegen_nb.probing import ProbingModel
-from probegen_nb.zoo import Zoo
+from probegen_nb.zoo import AnyZoo
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -19,24 +19,23 @@ def kendall_tau(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float(tau) if np.isfinite(tau) else 0.0
 
 
-def metric_name(zoo: Zoo) -> str:
+def metric_name(zoo: AnyZoo) -> str:
     return "accuracy" if zoo.task.is_classification else "kendall_tau"
 
 
-def metric(zoo: Zoo, outputs: torch.Tensor, labels: torch.Tensor) -> float:
+def metric(zoo: AnyZoo, outputs: torch.Tensor, labels: torch.Tensor) -> float:
     """The task's metric: accuracy of argmax for classes, Kendall τ of the prediction for scalars."""
     return accuracy(outputs, labels) if zoo.task.is_classification else kendall_tau(outputs, labels)
 
 
 @torch.no_grad()
-def predict(model: ProbingModel, zoo: Zoo, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model: ProbingModel, zoo: AnyZoo, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Outputs [M, d_out] and representations [M, Q·K] of all the zoo's models (zoo already on the model's device)."""
     model.eval()
     probes = model.probes()
     outs, reps = [], []
-    for start in range(0, len(zoo), batch_size):
-        batch = {k: v[start:start + batch_size] for k, v in zoo.params.items()}
-        rep = model.represent(batch, probes)
+    for index in torch.arange(len(zoo), device=probes.device).split(batch_size):
+        rep = model.represent_rows(zoo, index, probes)
         reps.append(rep)
         outs.append(model.predictor(rep))
     model.train()

@@ -33,10 +33,12 @@ def siren_forward(spec: SirenSpec, params: Params, x: torch.Tensor) -> torch.Ten
     return h + spec.out_offset
 
 
-def cnn_forward(spec: CNNSpec, params: Params, x: torch.Tensor) -> torch.Tensor:
+def cnn_forward(spec: CNNSpec, params: Params, x: torch.Tensor, dropout: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
     """x: shared [P, C, H, W] or per-model [M, P, C, H, W] → logits [M, P, K].
 
     The M models become the groups of one grouped convolution: activations live as [P, M·channels, H, W].
+    `dropout` [M] (training only) drops each model's conv activations with its own rate.
     """
     m = params["fc.weight"].shape[0]
     if x.dim() == 4:  # shared inputs: the first layer is one ordinary convolution with all models' filters
@@ -57,10 +59,22 @@ def cnn_forward(spec: CNNSpec, params: Params, x: torch.Tensor) -> torch.Tensor:
             h5, k5 = h.unflatten(1, (m, -1)), kept[r].unflatten(1, (m, -1))  # [P, M, O, H, W]
             h = torch.cat([h5[:, :, :ch] + k5[:, :, :ch], h5[:, :, ch:]], dim=2).flatten(1, 2)
         h = CNN_ACTIVATIONS[spec.activation[i]](h)
+        if dropout is not None:
+            h = _dropout(h, dropout.repeat_interleave(spec.channels[i])[None, :, None, None], generator)
         if i in spec.residual:
             kept[i] = h
     pooled = h.mean(dim=(2, 3)).unflatten(1, (m, -1))  # [P, M, O]
     return torch.einsum("pmi,moi->mpo", pooled, params["fc.weight"]) + params["fc.bias"][:, None, :]  # [M, P, K]
+
+
+def _dropout(h: torch.Tensor, rate: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Inverted dropout with a rate per channel (rates quantised to 1/256). Random bytes come eight to an int64
+    draw: the random number generator, not the arithmetic, is what dropout costs on a CPU."""
+    n = h.numel()
+    bits = torch.randint(-2**63, 2**63 - 1, ((n + 7) // 8,), dtype=torch.int64, generator=generator, device="cpu")
+    u8 = bits.view(torch.uint8)[:n].view(h.shape).to(h.device)  # uniform in 0..255
+    threshold = (rate * 256).round().clamp(0, 255).to(torch.uint8)
+    return torch.where(u8 >= threshold, h / (1 - threshold.float() / 256), 0.0)
 
 
 def forward(spec: ArchSpec, params: Params, x: torch.Tensor) -> torch.Tensor:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from probegen_nb.arch import SirenSpec
 from probegen_nb.data import ImageDataset
 from probegen_nb.device import resolve_device, synchronize, tune_cpu_allocator
 from probegen_nb.forward import siren_forward
+from probegen_nb.jobs import ResumableJob
 from probegen_nb.zoo import SPLITS, Task, Zoo, ZooFormatError, save_zoo
 
 
@@ -227,33 +225,24 @@ def build_inr_zoo(plan: pd.DataFrame, dataset: ImageDataset, out_dir: str | Path
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True to rebuild it")
     dev = resolve_device(device)
-    work = out_dir.parent / f".{out_dir.name}.partial"
-    work.mkdir(parents=True, exist_ok=True)
-    job = {"plan": plan[["model_id", "split", "label", "image_split", "image_index"]].to_dict(orient="list"),
-           "spec": spec.to_dict(), "recipe": asdict(recipe), "chunk_size": chunk_size, "seed": seed,
-           "dataset": dataset.name}
-    job_file = work / "job.json"
-    if job_file.exists() and json.loads(job_file.read_text()) != json.loads(json.dumps(job)):
-        raise ValueError(f"{work} holds a partial build of a different plan/recipe; delete it or rerun with the "
-                         f"same parameters")
-    _atomic_write_text(job_file, json.dumps(job))
+    job = ResumableJob(out_dir, {
+        "plan": plan[["model_id", "split", "label", "image_split", "image_index"]].to_dict(orient="list"),
+        "spec": spec.to_dict(), "recipe": asdict(recipe), "chunk_size": chunk_size, "seed": seed,
+        "dataset": dataset.name})
 
     n_chunks = math.ceil(len(plan) / chunk_size)
     t0 = time.perf_counter()
     bar = tqdm(total=len(plan), desc=f"INR zoo {out_dir.name}", unit="INR")
     for c in range(n_chunks):
         rows = plan.iloc[c * chunk_size:(c + 1) * chunk_size]
-        chunk_file = work / f"chunk_{c:05d}.safetensors"
-        if not chunk_file.exists():
+        if not job.done(c):
             images = np.stack([dataset.images(s)[i] for s, i in zip(rows["image_split"], rows["image_index"])])
             res = fit_inrs(images, spec, recipe, torch.Generator().manual_seed(seed * 100_003 + c), dev)
-            tmp = chunk_file.with_suffix(".tmp")
-            save_file({**res.params, "psnr": res.psnr, "steps": res.steps}, tmp)
-            os.replace(tmp, chunk_file)
+            job.save(c, {**res.params, "psnr": res.psnr, "steps": res.steps})
         bar.update(len(rows))
     bar.close()
 
-    chunks = [load_file(work / f"chunk_{c:05d}.safetensors") for c in range(n_chunks)]
+    chunks = [job.load(c) for c in range(n_chunks)]
     params = {k: torch.cat([ch[k] for ch in chunks]) for k in spec.param_shapes()}
     table = plan[["model_id", "split", "label", "image_split", "image_index"]].copy().reset_index(drop=True)
     table["psnr"] = torch.cat([ch["psnr"] for ch in chunks]).numpy().round(3)
@@ -264,9 +253,9 @@ def build_inr_zoo(plan: pd.DataFrame, dataset: ImageDataset, out_dir: str | Path
     try:
         zoo = Zoo(spec, params, table, Task("label", len(dataset.classes)), info)
     except ZooFormatError as e:
-        raise ZooFormatError(f"build in {work}: {e}") from None
+        raise ZooFormatError(f"build in {job.work}: {e}") from None
     save_zoo(zoo, out_dir, overwrite=overwrite)
-    shutil.rmtree(work)
+    job.finish()
     return zoo
 
 
@@ -275,12 +264,6 @@ def software_versions() -> dict[str, str]:
 
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "probegen_nb": getattr(probegen_nb, "__version__", "0")}
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- looking at a zoo

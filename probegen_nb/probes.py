@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
 
 import torch
 from torch import nn
@@ -147,7 +147,24 @@ class GaussianConfig:
         return FixedProbes(self.std * torch.randn(n_probes, *input_shape, generator=generator))
 
 
-ProbeConfig = ProbeGenConfig | VanillaConfig | UniformConfig | GaussianConfig
+# ---------------------------------------------------------------- registry: every variant by kind
+# The image variants (image_probes.py) build on the classes here: that module imports this one and registers its
+# configs in PROBE_CONFIGS; the last line of this file imports it so the registry is always complete. The union
+# names them as forward references, so importing either module first works.
+
+if TYPE_CHECKING:
+    from probegen_nb.image_probes import (
+        ConvProbeGenConfig,
+        DeadLeavesConfig,
+        ImageGaussianConfig,
+        ImageVanillaConfig,
+        LinearImageGenConfig,
+    )
+
+ProbeConfig = Union[
+    ProbeGenConfig, VanillaConfig, UniformConfig, GaussianConfig,
+    "ConvProbeGenConfig", "LinearImageGenConfig", "ImageVanillaConfig", "DeadLeavesConfig", "ImageGaussianConfig",
+]
 PROBE_CONFIGS: dict[str, type] = {c.kind: c for c in (ProbeGenConfig, VanillaConfig, UniformConfig, GaussianConfig)}
 
 
@@ -175,3 +192,6 @@ class _seeded:
 
     def __exit__(self, *exc: object) -> None:
         torch.random.set_rng_state(self.state)
+
+
+import probegen_nb.image_probes  # noqa: E402, F401 - registers the image variants (last: it imports the names above)

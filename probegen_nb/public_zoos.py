@@ -32,7 +32,7 @@ def convert_dwsnets_inr_zoo(root: str | Path, splits_json: str | Path, out_dir: 
     for split, rel, label in tqdm(entries, desc="reading INRs", unit="INR"):
         if split not in SPLITS:
             raise ZooFormatError(f"{splits_json}: unknown split {split!r}; expected {SPLITS}")
-        path = _resolve(root, rel)
+        path = resolve_listed_path(root, rel)
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
@@ -57,7 +57,7 @@ def convert_dwsnets_inr_zoo(root: str | Path, splits_json: str | Path, out_dir: 
     return zoo
 
 
-def _resolve(root: Path, rel: str) -> Path:
+def resolve_listed_path(root: Path, rel: str) -> Path:
     """`root/rel`, else `root/rel` without its leading folders (json paths often start with the zoo's own name)."""
     parts = Path(rel).parts
     for k in range(len(parts)):

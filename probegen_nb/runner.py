@@ -18,6 +18,7 @@ DEMO_SEQUENCE: dict[str, dict[str, Any]] = {
     "00_quickstart": {},
     "01_inr_zoo": {},
     "02_train_probegen": {"epochs": 5},
+    "03_cnn_generalization": {"epochs": 10},
 }
 
 

@@ -2,15 +2,13 @@
 
 Every notebook and benchmark trains through `train()`. A run folder holds `config.json`, `metrics.json` (per-epoch
 history, best-val and last-step test metric, FLOPs per model, wall time, device), `best.safetensors` and
-`last.safetensors` checkpoints, `probes.safetensors` (final probes and one snapshot per epoch) and
-`test_representations.safetensors`.
+`last.safetensors` checkpoints, `probes.safetensors` (the best-validation probes and one snapshot per epoch) and
+`test_representations.safetensors` (of the best-validation model, which `train()` also returns).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,14 +16,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from probegen_nb.device import describe_device, resolve_device, seed_everything
 from probegen_nb.evaluate import metric, metric_name, predict
+from probegen_nb.jobs import save_tensors_atomic, write_json_atomic
 from probegen_nb.probes import ProbeConfig, ProbeGenConfig, ProbeSource, probe_config_from_dict, probe_config_to_dict
 from probegen_nb.probing import ProbingModel, flops_per_model
-from probegen_nb.zoo import Zoo, load_zoo
+from probegen_nb.zoo import AnyZoo, load_zoo
 
 
 @dataclass(frozen=True)
@@ -80,17 +78,18 @@ def loss_fn(outputs: torch.Tensor, labels: torch.Tensor, classification: bool) -
     return F.cross_entropy(outputs, labels) if classification else F.mse_loss(outputs.squeeze(1), labels)
 
 
-def build_model(config: RunConfig, zoo: Zoo, generator: torch.Generator,
+def build_model(config: RunConfig, zoo: AnyZoo, generator: torch.Generator,
                 probes: ProbeSource | None = None) -> ProbingModel:
     """The probing model for this zoo; probe shapes are checked against the architecture here, before training."""
-    source = probes if probes is not None else config.probes.build(config.n_probes, zoo.spec.input_shape, generator)
+    spec = zoo.specs[0]
+    source = probes if probes is not None else config.probes.build(config.n_probes, spec.input_shape, generator)
     d_out = zoo.task.n_classes if zoo.task.is_classification else 1
     with torch.random.fork_rng():
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        return ProbingModel(zoo.spec, source, zoo.spec.out_dim, d_out, config.hidden, config.n_hidden)
+        return ProbingModel(zoo.specs, source, spec.out_dim, d_out, config.hidden, config.n_hidden)
 
 
-def train(config: RunConfig, zoo: Zoo | None = None, out_dir: str | Path | None = None,
+def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | None = None,
           probes: ProbeSource | None = None, progress: bool = True) -> RunResult:
     """Train one probing model on the zoo's train split, evaluating val and test after every epoch."""
     dev = resolve_device(config.device)
@@ -116,7 +115,7 @@ def train(config: RunConfig, zoo: Zoo | None = None, out_dir: str | Path | None 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "config.json", config.to_dict())
+        write_json_atomic(out / "config.json", config.to_dict())
     name = metric_name(zoo)
     history: list[dict[str, Any]] = []
     snapshots = [model.probes().detach().cpu()]
@@ -127,8 +126,7 @@ def train(config: RunConfig, zoo: Zoo | None = None, out_dir: str | Path | None 
         order = torch.randperm(len(train_zoo), generator=gen).to(dev)
         losses = []
         for step, idx in enumerate(order.split(config.batch_size)):
-            batch = {k: v[idx] for k, v in train_zoo.params.items()}
-            loss = loss_fn(model(batch), train_labels[idx], classification)
+            loss = loss_fn(model.predict_rows(train_zoo, idx), train_labels[idx], classification)
             if not torch.isfinite(loss):
                 where = f" (last good checkpoint: {out / 'last.safetensors'})" if out and epoch else ""
                 raise NonFiniteLossError(f"loss became {loss.detach().item()} at epoch {epoch}, step {step}{where}")
@@ -146,9 +144,11 @@ def train(config: RunConfig, zoo: Zoo | None = None, out_dir: str | Path | None 
             best = {"val": record[f"val_{name}"], "epoch": epoch, "test": record[f"test_{name}"],
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         if out is not None:
-            _save_tensors(out / "last.safetensors", model.state_dict())
+            save_tensors_atomic(out / "last.safetensors", model.state_dict())
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record[f'val_{name}']:.3f}")
     seconds = time.perf_counter() - t0
+    if best["state"] is not None:  # model selection: the run's model is its best-validation checkpoint
+        model.load_state_dict(best["state"])
 
     metrics = {
         "metric": name,
@@ -157,7 +157,7 @@ def train(config: RunConfig, zoo: Zoo | None = None, out_dir: str | Path | None 
         f"best_val_{name}": best["val"],
         f"test_{name}": best["test"],  # the test metric of the best-validation checkpoint
         f"last_test_{name}": history[-1][f"test_{name}"] if history else float("nan"),
-        "flops_per_model": flops_per_model(model, zoo.params),
+        "flops_per_model": flops_per_model(model, zoo),
         "train_seconds": seconds,
         "n_train_models": len(train_zoo),
         "probe_params": sum(p.numel() for p in model.probes.parameters()),
@@ -170,25 +170,15 @@ def train(config: RunConfig, zoo: Zoo | None = None, out_dir: str | Path | None 
 
 
 def _write_run_folder(out: Path, model: ProbingModel, best_state: dict[str, torch.Tensor] | None,
-                      snapshots: list[torch.Tensor], test_zoo: Zoo, metrics: dict[str, Any]) -> None:
+                      snapshots: list[torch.Tensor], test_zoo: AnyZoo, metrics: dict[str, Any]) -> None:
+    """`model` holds the best-validation state: its probes and test representations are what the run reports."""
     if best_state is not None:
-        _save_tensors(out / "best.safetensors", best_state)
-    _save_tensors(out / "probes.safetensors", {"probes": snapshots[-1], "snapshots": torch.stack(snapshots)})
+        save_tensors_atomic(out / "best.safetensors", best_state)
+    save_tensors_atomic(out / "probes.safetensors", {"probes": model.probes().detach(),
+                                                     "snapshots": torch.stack(snapshots)})
     if len(test_zoo):
         outputs, reps = predict(model, test_zoo)
-        _save_tensors(out / "test_representations.safetensors",
+        save_tensors_atomic(out / "test_representations.safetensors",
                       {"representations": reps, "outputs": outputs, "labels": test_zoo.labels,
                        "model_id": torch.tensor(test_zoo.table["model_id"].to_numpy())})
-    _write_json(out / "metrics.json", metrics)
-
-
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(out / "metrics.json", metrics)

@@ -154,3 +154,94 @@ def response_heatmap(representations: np.ndarray, labels: np.ndarray, title: str
     ax.set_title(title or "Responses of test models to the probes", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------- CNN zoos and accuracy prediction
+
+CATEGORICAL_HPARAMS = ("activation", "optimizer", "init", "bias_init", "train_fraction")
+CONTINUOUS_HPARAMS = ("lr", "l2", "dropout", "init_std")
+
+
+def accuracy_distribution(table: pd.DataFrame, column: str = "test_acc") -> plt.Figure:
+    """Distribution of the zoo's test accuracy, one curve per checkpoint step."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    hue = "step" if "step" in table else None
+    sns.histplot(data=table, x=column, hue=hue, bins=40, element="step", palette="viridis", ax=ax)
+    q1, q3 = table[column].quantile([0.25, 0.75])
+    ax.set_title(f"{column}: median {table[column].median():.3f}, IQR {q3 - q1:.3f}, max {table[column].max():.3f}")
+    fig.tight_layout()
+    return fig
+
+
+def hyperparameter_effects(table: pd.DataFrame, column: str = "test_acc") -> plt.Figure:
+    """How each hyper-parameter relates to the final checkpoints' accuracy: boxes for categorical ones, scatter
+    (log axis where the parameter was drawn log-uniformly) for continuous ones."""
+    final = table[table["step"] == table["step"].max()] if "step" in table else table
+    cats = [c for c in CATEGORICAL_HPARAMS if c in final]
+    conts = [c for c in CONTINUOUS_HPARAMS if c in final]
+    n = len(cats) + len(conts)
+    cols = min(n, 5)
+    fig, axes = plt.subplots(-(-n // cols), cols, figsize=(3 * cols, 2.8 * -(-n // cols)), squeeze=False)
+    for ax, c in zip(axes.flat, cats + conts):
+        if c in cats:
+            sns.boxplot(data=final, x=c, y=column, ax=ax, color="#9ecae1", fliersize=1)
+            ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        else:
+            sns.scatterplot(data=final, x=c, y=column, ax=ax, s=8, hue="activation" if "activation" in final else None,
+                            legend=False)
+            if c in ("lr", "l2", "init_std"):
+                ax.set_xscale("log")
+        ax.set_title(c, fontsize=9)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(f"Effect of each hyper-parameter on {column} (final checkpoints)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def prediction_scatter(results: dict[str, tuple[np.ndarray, np.ndarray, float]]) -> plt.Figure:
+    """Predicted vs true accuracy per method: {method: (predicted, true, kendall_tau)}."""
+    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results), 3.4), squeeze=False)
+    for ax, (method, (pred, true, tau)) in zip(axes[0], results.items()):
+        ax.scatter(true, pred, s=6, alpha=0.6)
+        lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_xlabel("true test accuracy")
+        ax.set_ylabel("predicted")
+        ax.set_title(f"{method}: Kendall τ = {tau:.3f}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def image_probe_gallery(probes_by_method: dict[str, np.ndarray], n_show: int = 12) -> plt.Figure:
+    """The first `n_show` probe images of each method ([Q, C, H, W] in [-1, 1]), one row per method."""
+    rows = len(probes_by_method)
+    fig, axes = plt.subplots(rows, n_show, figsize=(1.0 * n_show, 1.15 * rows), squeeze=False)
+    for r, (method, probes) in enumerate(probes_by_method.items()):
+        for c in range(n_show):
+            ax = axes[r, c]
+            img = (probes[c].transpose(1, 2, 0) + 1) / 2
+            ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img.clip(0, 1), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(method, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def logits_good_vs_bad(representations: np.ndarray, accuracy: np.ndarray, n_classes: int = 10,
+                       quantile: float = 0.25) -> plt.Figure:
+    """Mean logits per probe (probes × classes) of the most and least accurate models (top/bottom quantile)."""
+    logits = representations.reshape(len(representations), -1, n_classes)  # [M, Q, K]
+    lo, hi = np.quantile(accuracy, [quantile, 1 - quantile])
+    good, bad = logits[accuracy >= hi].mean(0), logits[accuracy <= lo].mean(0)
+    vmax = float(np.abs(np.concatenate([good, bad])).max())
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
+    for ax, (title, m) in zip(axes, ((f"best {quantile:.0%} (acc ≥ {hi:.2f})", good),
+                                     (f"worst {quantile:.0%} (acc ≤ {lo:.2f})", bad), ("difference", good - bad))):
+        im = ax.imshow(m.T, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("probe")
+        ax.set_ylabel("class logit")
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    return fig

@@ -92,6 +92,86 @@ class Zoo:
         """One model's state_dict, loadable into `spec.build_module()`."""
         return {k: v[i] for k, v in self.params.items()}
 
+    @property
+    def specs(self) -> tuple[ArchSpec, ...]:
+        return (self.spec,)
+
+    def parts(self, index: torch.Tensor) -> list[Part]:
+        """The models at row positions `index` as (spec, params [B, …], positions in `index`) batches."""
+        return [(self.spec, {k: v[index] for k, v in self.params.items()}, None)]
+
+
+Part = tuple[ArchSpec, dict[str, torch.Tensor], "torch.Tensor | None"]  # positions None: all, in order
+
+
+@dataclass(frozen=True)
+class MixedZoo:
+    """Models of several architectures with the same input and output shapes (e.g. relu and tanh CNNs, or
+    CNN Wild Park): one homogeneous `Zoo` per architecture, so each group still runs as one batched forward.
+    Row positions index the concatenation of the groups' tables, in group order."""
+
+    groups: tuple[Zoo, ...]
+    task: Task = Task()
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.groups:
+            raise ValueError("a MixedZoo needs at least one architecture group")
+        first = self.groups[0].spec
+        for g, zoo in enumerate(self.groups):
+            if zoo.spec.input_shape != first.input_shape or zoo.spec.out_dim != first.out_dim:
+                raise ZooFormatError(f"arch {g}: inputs {zoo.spec.input_shape} → {zoo.spec.out_dim} outputs differ "
+                                     f"from arch 0's {first.input_shape} → {first.out_dim}")
+            if zoo.task != self.task:
+                raise ZooFormatError(f"arch {g}: task {zoo.task} differs from the zoo's {self.task}")
+        table = pd.concat([z.table.assign(arch=g) for g, z in enumerate(self.groups)], ignore_index=True)
+        if table["model_id"].duplicated().any():
+            raise ZooFormatError(f"duplicate model_id {table['model_id'][table['model_id'].duplicated()].iloc[0]} "
+                                 f"across architecture groups")
+        object.__setattr__(self, "_table", table)
+        object.__setattr__(self, "_group", torch.tensor(table["arch"].to_numpy()))
+        object.__setattr__(self, "_row", torch.cat([torch.arange(len(z)) for z in self.groups]))
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return self._table  # type: ignore[attr-defined]
+
+    @property
+    def specs(self) -> tuple[ArchSpec, ...]:
+        return tuple(z.spec for z in self.groups)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.cat([z.labels for z in self.groups])
+
+    def parts(self, index: torch.Tensor) -> list[Part]:
+        group = self._group.to(index.device)[index]  # type: ignore[attr-defined]
+        row = self._row.to(index.device)[index]  # type: ignore[attr-defined]
+        out: list[Part] = []
+        for g in torch.unique(group).tolist():
+            positions = (group == g).nonzero().squeeze(1)
+            zoo = self.groups[g]
+            out.append((zoo.spec, {k: v[row[positions].to(v.device)] for k, v in zoo.params.items()}, positions))
+        return out
+
+    def split(self, name: str) -> MixedZoo:
+        return MixedZoo(tuple(z.split(name) for z in self.groups), self.task, self.info)
+
+    def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> MixedZoo:
+        """Models at the given row positions, grouped by architecture (order within each group kept)."""
+        idx = np.asarray(index, dtype=np.int64)
+        group, row = self._group.numpy()[idx], self._row.numpy()[idx]  # type: ignore[attr-defined]
+        return MixedZoo(tuple(z.subset(row[group == g]) for g, z in enumerate(self.groups)), self.task, self.info)
+
+    def to(self, device: torch.device | str) -> MixedZoo:
+        return MixedZoo(tuple(z.to(device) for z in self.groups), self.task, self.info)
+
+
+AnyZoo = Zoo | MixedZoo
+
 
 def validate(zoo: Zoo, where: str = "zoo") -> None:
     """Check shapes against the spec, finiteness, row count, splits and labels; raise on the first problem."""
@@ -111,7 +191,7 @@ def validate(zoo: Zoo, where: str = "zoo") -> None:
     ids = zoo.table["model_id"].to_numpy() if "model_id" in zoo.table else None
     name_of = lambda row: f"model_id {ids[row]} (row {row})" if ids is not None else f"row {row}"
     for name in expected:
-        bad = ~torch.isfinite(zoo.params[name].reshape(m, -1)).all(dim=1)
+        bad = ~torch.isfinite(zoo.params[name].flatten(1)).all(dim=1)
         if bad.any():
             row = int(bad.nonzero()[0, 0])
             raise err("weights.safetensors", f"non-finite value in {name!r} of {name_of(row)}")
@@ -142,8 +222,11 @@ def validate(zoo: Zoo, where: str = "zoo") -> None:
 # ---------------------------------------------------------------- disk
 
 
-def save_zoo(zoo: Zoo, folder: str | Path, overwrite: bool = False) -> Path:
-    """Write the three files into a temp sibling folder, then rename it into place."""
+def save_zoo(zoo: AnyZoo, folder: str | Path, overwrite: bool = False) -> Path:
+    """Write the three files into a temp sibling folder, then rename it into place.
+
+    A MixedZoo stores `archs` (one spec per group) in zoo.json, an `arch` column in models.csv and its tensors
+    as `arch<g>.<name>` in weights.safetensors."""
     folder = Path(folder)
     if folder.exists() and not overwrite:
         raise FileExistsError(f"{folder} exists; pass overwrite=True to replace it")
@@ -151,13 +234,20 @@ def save_zoo(zoo: Zoo, folder: str | Path, overwrite: bool = False) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would make the zoo private to its builder
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in zoo.params.items()}, tmp / "weights.safetensors",
+        if isinstance(zoo, MixedZoo):
+            tensors = {f"arch{g}.{k}": v for g, z in enumerate(zoo.groups) for k, v in z.params.items()}
+            arch: dict[str, Any] = {"archs": [z.spec.to_dict() for z in zoo.groups]}
+        else:
+            tensors, arch = zoo.params, {"arch": zoo.spec.to_dict()}
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / "weights.safetensors",
                   metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
         zoo.table.to_csv(tmp / "models.csv", index=False)
-        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "n_models": len(zoo),
-                "arch": zoo.spec.to_dict(), "task": {"label_column": zoo.task.label_column,
-                                                     "n_classes": zoo.task.n_classes}, "build": zoo.info}
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "n_models": len(zoo), **arch,
+                "task": {"label_column": zoo.task.label_column, "n_classes": zoo.task.n_classes},
+                "build": zoo.info}
         (tmp / "zoo.json").write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+        for f in tmp.iterdir():
+            f.chmod(0o644)  # safetensors writes 0600; a zoo is data to share
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -167,7 +257,7 @@ def save_zoo(zoo: Zoo, folder: str | Path, overwrite: bool = False) -> Path:
     return folder
 
 
-def load_zoo(folder: str | Path, device: str | torch.device = "cpu") -> Zoo:
+def load_zoo(folder: str | Path, device: str | torch.device = "cpu") -> AnyZoo:
     """Read and validate a zoo folder. Never executes code from it."""
     folder = Path(folder)
     err = lambda file, msg: ZooFormatError(f"zoo {folder}: {file}: {msg}")
@@ -186,7 +276,7 @@ def load_zoo(folder: str | Path, device: str | torch.device = "cpu") -> Zoo:
         raise err("zoo.json", f"format {meta.get('format')!r} version {meta.get('format_version')!r}, expected "
                               f"{FORMAT!r} version {FORMAT_VERSION}")
     try:
-        spec = spec_from_dict(meta["arch"])
+        specs = [spec_from_dict(a) for a in meta["archs"]] if "archs" in meta else [spec_from_dict(meta["arch"])]
         task = Task(**meta.get("task", {}))
     except (KeyError, TypeError, ValueError) as e:
         raise err("zoo.json", f"bad architecture or task ({e})") from None
@@ -199,12 +289,37 @@ def load_zoo(folder: str | Path, device: str | torch.device = "cpu") -> Zoo:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise err("models.csv", f"unreadable ({e})") from None
     try:
-        zoo = Zoo(spec, params, table, task, meta.get("build", {}))
+        if "archs" in meta:
+            zoo: AnyZoo = _mixed_from_files(specs, params, table, task, meta.get("build", {}))
+        else:
+            zoo = Zoo(specs[0], params, table, task, meta.get("build", {}))
     except ZooFormatError as e:
-        raise ZooFormatError(str(e).replace("zoo: ", f"zoo {folder}: ", 1)) from None
+        raise ZooFormatError(f"zoo {folder}: " + str(e).removeprefix("zoo: ")) from None
     if meta.get("n_models") not in (None, len(zoo)):
         raise err("zoo.json", f"n_models {meta['n_models']} but models.csv has {len(zoo)} rows")
     return zoo.to(device) if str(device) != "cpu" else zoo
+
+
+def _mixed_from_files(specs: list[ArchSpec], params: dict[str, torch.Tensor], table: pd.DataFrame, task: Task,
+                      info: dict[str, Any]) -> MixedZoo:
+    if "arch" not in table:
+        raise ZooFormatError("models.csv: missing column 'arch' (zoo.json lists several architectures)")
+    bad = ~table["arch"].isin(range(len(specs)))
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ZooFormatError(f"models.csv: arch {table['arch'].iloc[row].item()!r} of row {row} is not one of the "
+                             f"{len(specs)} architectures in zoo.json")
+    groups = []
+    for g, spec in enumerate(specs):
+        prefix = f"arch{g}."
+        sub = table[table["arch"] == g].drop(columns="arch").reset_index(drop=True)
+        tensors = {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
+        try:
+            groups.append(Zoo(spec, tensors, sub, task, info))
+        except ZooFormatError as e:
+            raise ZooFormatError(str(e).replace("weights.safetensors: ", f"weights.safetensors: arch {g}: ", 1)
+                                 ) from None
+    return MixedZoo(tuple(groups), task, info)
 
 
 def _json_default(o: Any) -> Any:

@@ -36,3 +36,10 @@ def test_probe_training_benchmark_smoke(tmp_path: Path) -> None:
     assert {"reference_models_per_s", "batched_models_per_s", "ratio", "ratio_b256", "device"} <= set(written)
     assert written["ratio"] == pytest.approx(written["batched_models_per_s"] / written["reference_models_per_s"])
     assert set(written["by_batch"]) == {"4", "8"}
+    assert {"reference_models_per_s", "batched_models_per_s", "ratio"} <= set(written["cnn"])
+
+
+def test_cnn_zoo_benchmark_smoke(tmp_path: Path) -> None:
+    _, written = run("bench_cnn_zoo", tmp_path)
+    assert {"reference_models_per_s", "batched_models_per_s", "ratio", "device"} <= set(written)
+    assert written["ratio"] == pytest.approx(written["batched_models_per_s"] / written["reference_models_per_s"])

@@ -88,7 +88,9 @@ def test_run_folder_contents(zoo: Zoo, tmp_path) -> None:
     assert metrics["best_epoch"] == best["epoch"] and metrics["test_accuracy"] == best["test_accuracy"]
     assert metrics["last_test_accuracy"] == metrics["history"][-1]["test_accuracy"]
     probes = load_file(tmp_path / "probes.safetensors")
-    assert probes["snapshots"].shape == (4, 8, 2) and torch.equal(probes["snapshots"][-1], probes["probes"])
+    # the run's probes are the best-validation epoch's (snapshot 0 is the initialisation)
+    assert probes["snapshots"].shape == (4, 8, 2)
+    assert torch.equal(probes["snapshots"][metrics["best_epoch"] + 1], probes["probes"])
     assert not torch.equal(probes["snapshots"][0], probes["snapshots"][-1])  # the probes moved
     reps = load_file(tmp_path / "test_representations.safetensors")
     assert reps["representations"].shape == (20, 8) and torch.equal(reps["labels"], zoo.split("test").labels)
@@ -162,4 +164,4 @@ def test_flops_match_the_matmul_count(zoo: Zoo) -> None:
     model = build_model(small(n_probes=q, hidden=64, n_hidden=2), zoo, torch.Generator())
     siren = q * 2 * (2 * 32 + 32 * 32 + 32 * 1)
     mlp = 2 * (q * 64 + 2 * 64 * 64 + 64 * 3)
-    assert flops_per_model(model, zoo.params) == pytest.approx(siren + mlp, rel=0.02)
+    assert flops_per_model(model, zoo) == pytest.approx(siren + mlp, rel=0.02)

@@ -1,0 +1,121 @@
+"""CNN zoo training: one model at a time (a plain nn.Module with dropout and its own torch.optim optimizer) vs the
+batched trainer, same recipe, hyper-parameters and data, interleaved in one run. Writes runs/bench/cnn_zoo.json.
+Goal: ratio >= 5 on a 2-core CPU.
+
+    python benchmarks/bench_cnn_zoo.py            # about 1 min on a 2-core CPU
+    python benchmarks/bench_cnn_zoo.py --smoke    # seconds, for the test suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from probegen_nb.arch import CNN_ACTIVATIONS, CNNSpec
+from probegen_nb.cnn_zoo import CNNZooRecipe, images_to_inputs, init_cnn_params, sample_hparams, train_cnns
+from probegen_nb.data import ImageDataset, load_dataset
+from probegen_nb.device import describe_device, resolve_device, synchronize
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ReferenceCNN(nn.Module):
+    """The Small CNN Zoo network as one plain module, with dropout after each convolution's activation."""
+
+    def __init__(self, spec: CNNSpec, dropout: float) -> None:
+        super().__init__()
+        self.net, self.spec, self.dropout = spec.build_module(), spec, dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer, act in zip(self.net.layers, self.spec.activation):
+            x = F.dropout(CNN_ACTIVATIONS[act](layer(x)), self.dropout, self.training)
+        return self.net.fc(x.mean(dim=(2, 3)))
+
+
+def make_optimizer(kind: str, params, lr: float) -> torch.optim.Optimizer:
+    """The Keras-default optimizers of the public zoo, as torch.optim objects."""
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, eps=1e-7)
+    if kind == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=0.9, eps=1e-7)
+    return torch.optim.SGD(params, lr=lr)
+
+
+def reference_train(spec: CNNSpec, hp, train_x: torch.Tensor, train_y: torch.Tensor, steps: int, batch: int,
+                    generator: torch.Generator) -> None:
+    """Each model trained alone: its own module, optimizer, L2 term and minibatches from its own data subset."""
+    init = init_cnn_params(spec, hp, generator)
+    for i, row in enumerate(hp.itertuples()):
+        model = ReferenceCNN(spec, row.dropout)
+        model.net.load_state_dict({k: v[i] for k, v in init.items()})
+        opt = make_optimizer(row.optimizer, model.parameters(), row.lr)
+        subset = torch.randperm(len(train_x), generator=generator)[: int(row.train_fraction * len(train_x))]
+        for _ in range(steps):
+            idx = subset[torch.randint(len(subset), (batch,), generator=generator)]
+            loss = F.cross_entropy(model(train_x[idx]), train_y[idx])
+            loss = loss + row.l2 * sum((p**2).sum() for n, p in model.named_parameters() if n.endswith("weight"))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="cifar10-gs", help="cifar10-gs, or mnist / fmnist padded to 32×32")
+    p.add_argument("--batched-models", type=int, default=32, help="CNNs trained at once")
+    p.add_argument("--ref-models", type=int, default=2, help="CNNs trained one at a time per reference round")
+    p.add_argument("--steps", type=int, default=40, help="training steps per model per round")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "cnn_zoo.json")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.batched_models, args.ref_models, args.steps, args.rounds = 4, 1, 2, 1
+    dev = resolve_device(args.device)
+    data: ImageDataset = load_dataset(args.dataset).sample(10_000, 1_000, seed=0)
+    train_x, train_y = images_to_inputs(data.train_images).to(dev), torch.as_tensor(data.train_labels).to(dev)
+    test_x, test_y = images_to_inputs(data.test_images).to(dev), torch.as_tensor(data.test_labels).to(dev)
+    spec = CNNSpec.small_cnn_zoo(train_x.shape[1], "relu")
+    hp = sample_hparams(max(args.batched_models, args.ref_models), seed=0).assign(activation="relu")
+    recipe = replace(CNNZooRecipe(), steps=args.steps, checkpoints=())  # training only: no evaluation
+    g = torch.Generator().manual_seed(0)
+
+    train_cnns(spec, hp[: args.batched_models], train_x, train_y, test_x, test_y, replace(recipe, steps=2), g, dev)
+    reference_train(spec, hp[:1], train_x, train_y, 2, recipe.batch_size, g)  # warm both paths up
+    ref_rates, batched_rates = [], []
+    for _ in range(args.rounds):
+        synchronize(dev)
+        t0 = time.perf_counter()
+        reference_train(spec, hp[: args.ref_models], train_x, train_y, args.steps, recipe.batch_size, g)
+        synchronize(dev)
+        ref_rates.append(args.ref_models * args.steps / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        train_cnns(spec, hp[: args.batched_models], train_x, train_y, test_x, test_y, recipe, g, dev)
+        synchronize(dev)
+        batched_rates.append(args.batched_models * args.steps / (time.perf_counter() - t0))
+    ref, batched = statistics.median(ref_rates), statistics.median(batched_rates)
+    result = {"reference_models_per_s": ref / args.steps, "batched_models_per_s": batched / args.steps,
+              "reference_model_steps_per_s": ref, "batched_model_steps_per_s": batched, "ratio": batched / ref,
+              "batched_models": args.batched_models, "steps": args.steps, "rounds": args.rounds,
+              "dataset": data.name, "device": describe_device(dev), "torch": torch.__version__, "smoke": args.smoke,
+              "note": "models_per_s counts models trained for `steps` steps each"}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'':28}{'model-steps/s':>14}")
+    print(f"{'one at a time':28}{ref:>14,.0f}")
+    print(f"{f'batched ({args.batched_models} at once)':28}{batched:>14,.0f}")
+    print(f"ratio {result['ratio']:.1f}x on {result['device']}; wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Image probe sources: shapes and range, the deep linear generator's linearity and depth, dead leaves' statistics."""
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from probegen_nb.image_probes import (
+    ConvProbeGenConfig,
+    ConvProbeGenerator,
+    DeadLeavesConfig,
+    ImageGaussianConfig,
+    ImageVanillaConfig,
+    LinearImageGenConfig,
+    _window_radii,
+    dead_leaves,
+    sample_radii,
+)
+from probegen_nb.probes import PROBE_CONFIGS, probe_config_from_dict, probe_config_to_dict
+from probegen_nb.train import RunConfig
+
+ALL_CONFIGS = [ConvProbeGenConfig(), ConvProbeGenConfig(activation="relu", n_layers=7), LinearImageGenConfig(),
+               ImageVanillaConfig(), DeadLeavesConfig(), DeadLeavesConfig(shapes="disks+rectangles", textures=True),
+               ImageGaussianConfig()]
+
+
+def pre_tanh(gen: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A generator's map from latents [N, Z] to its output before the final tanh."""
+    if isinstance(gen, ConvProbeGenerator):
+        return lambda z: gen.layers(z[:, :, None, None])
+    return gen.layers
+
+
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda c: f"{c.kind}")
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shapes_and_range(config, channels: int) -> None:
+    for q in (1, 6):
+        source = config.build(q, (channels, 32, 32), torch.Generator().manual_seed(q))
+        x = source()
+        assert x.shape == (q, channels, 32, 32) and source.input_shape == (channels, 32, 32) and source.n_probes == q
+        assert x.min() >= -1 and x.max() <= 1 and torch.isfinite(x).all()
+        assert x.std() > 1e-3 and (q == 1 or (x[1:] - x[:1]).abs().max() > 1e-3)  # not one constant, nor one probe
+
+
+def test_conv_generator_structure_matches_the_paper() -> None:
+    g = torch.Generator().manual_seed(0)
+    gray, rgb = ConvProbeGenConfig().build(2, (1, 32, 32), g), ConvProbeGenConfig().build(2, (3, 32, 32), g)
+    assert [type(m).__name__ for m in gray.layers] == ["ConvTranspose2d"] * 6  # deep linear: nothing between layers
+    assert [type(m).__name__ for m in rgb.layers] == ["ConvTranspose2d"] * 5
+    sizes, z = [], gray.latents[:, :, None, None]
+    for layer in gray.layers:
+        z = layer(z)
+        sizes.append(tuple(z.shape[1:]))
+    assert sizes == [(128, 4, 4), (64, 8, 8), (32, 16, 16), (32, 16, 16), (16, 32, 32), (1, 32, 32)]
+    assert sum(p.numel() for p in gray.layers.parameters()) == 247_201
+    assert sum(p.numel() for p in rgb.layers.parameters()) == 238_243
+    assert gray.latents.shape == (2, 32)
+    nonlinear = ConvProbeGenConfig(activation="relu").build(2, (3, 32, 32), g)
+    assert [type(m).__name__ for m in nonlinear.layers] == ["ConvTranspose2d", "ReLU"] * 4 + ["ConvTranspose2d"]
+    assert sum(isinstance(m, nn.ConvTranspose2d) for m in ConvProbeGenConfig(n_layers=8).build(1, (3, 32, 32), g)
+               .layers) == 8
+    wide = ConvProbeGenConfig(latent_dim=8, width_mult=4).build(3, (1, 32, 32), g)
+    assert wide.layers[0].in_channels == 8 and wide.layers[0].out_channels == 32 and wide().shape == (3, 1, 32, 32)
+
+
+def test_conv_generator_refuses_bad_settings() -> None:
+    g = torch.Generator()
+    with pytest.raises(ValueError, match=r"input_shape \(C, 32, 32\), got \(1, 28, 28\)"):
+        ConvProbeGenConfig().build(2, (1, 28, 28), g)
+    with pytest.raises(ValueError, match=r"n_layers \(=4\) must be at least 5"):
+        ConvProbeGenConfig(n_layers=4).build(2, (1, 32, 32), g)
+    with pytest.raises(ValueError, match="activation 'relu6'"):
+        ConvProbeGenConfig(activation="relu6").build(2, (1, 32, 32), g)
+    with pytest.raises(ValueError, match=r"got \(2,\)"):
+        DeadLeavesConfig().build(2, (2,), g)
+
+
+def test_deep_linear_generators_are_linear_in_the_latent() -> None:
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(2, 32, generator=g, dtype=torch.float64), torch.randn(2, 32, generator=g, dtype=torch.float64)
+    zero = torch.zeros_like(z1)
+    with torch.no_grad():
+        for config in (ConvProbeGenConfig(), ConvProbeGenConfig(n_layers=5)):
+            gen = config.build(2, (1, 32, 32), g).double()
+            f = pre_tanh(gen)
+            # affine: f(z) = A z + b, so f(z1) + f(z2) - f(0) = f(z1 + z2) and f(3 z1) - f(0) = 3 (f(z1) - f(0))
+            torch.testing.assert_close(f(z1) + f(z2) - f(zero), f(z1 + z2))
+            torch.testing.assert_close(f(3 * z1) - f(zero), 3 * (f(z1) - f(zero)))
+            torch.testing.assert_close(gen(), torch.tanh(f(gen.latents)))
+            assert (f(z1) - f(zero)).abs().mean() > 1e-3  # the check is not vacuous
+        f = pre_tanh(LinearImageGenConfig(depth=3).build(2, (3, 32, 32), g).double())
+        torch.testing.assert_close(f(z1) + f(z2) - f(zero), f(z1 + z2))
+        for config in (ConvProbeGenConfig(activation="relu"), LinearImageGenConfig(activation="relu")):
+            f = pre_tanh(config.build(2, (1, 32, 32), g).double())
+            gap = (f(z1) + f(z2) - f(zero) - f(z1 + z2)).abs().max()
+            assert gap > 1e-3, f"{config}: non-linear generator behaved linearly (gap {gap})"
+
+
+@pytest.mark.parametrize("config", [ConvProbeGenConfig(), ConvProbeGenConfig(activation="gelu"), LinearImageGenConfig(),
+                                    ImageVanillaConfig()], ids=lambda c: c.kind)
+def test_gradients_reach_latents_and_every_layer(config) -> None:
+    source = config.build(3, (3, 32, 32), torch.Generator().manual_seed(0))
+    target = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    (source() - target).square().mean().backward()
+    named = dict(source.named_parameters())
+    assert named and ("probes" in named or "latents" in named)
+    for name, p in named.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {name}"
+
+
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda c: c.kind)
+def test_build_is_seeded_by_the_generator(config) -> None:
+    def state(seed: int) -> dict[str, torch.Tensor]:
+        return config.build(5, (3, 32, 32), torch.Generator().manual_seed(seed)).state_dict()
+
+    a, b, c = state(7), state(7), state(8)
+    assert a.keys() == b.keys() == c.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_vanilla_and_gaussian_images() -> None:
+    g = torch.Generator().manual_seed(0)
+    free = ImageVanillaConfig().build(64, (3, 32, 32), g)
+    assert abs(free.probes.std().item() - 1) < 0.02 and torch.equal(free(), torch.tanh(free.probes))
+    noise = ImageGaussianConfig(std=0.5).build(64, (3, 32, 32), g)
+    assert list(noise.parameters()) == [] and "probes" in noise.state_dict() and not noise.learned
+    clipped = (noise().abs() == 1).float().mean().item()
+    assert 0.03 < clipped < 0.065  # P(|N(0, 0.25)| > 1) = 4.6%
+
+
+def test_dead_leaves_is_seeded_and_stored_as_a_buffer() -> None:
+    a = dead_leaves(8, 3, 32, torch.Generator().manual_seed(0))
+    assert torch.equal(a, dead_leaves(8, 3, 32, torch.Generator().manual_seed(0)))
+    assert (a != dead_leaves(8, 3, 32, torch.Generator().manual_seed(1))).float().mean() > 0.9
+    source = DeadLeavesConfig().build(8, (3, 32, 32), torch.Generator().manual_seed(0))
+    assert list(source.parameters()) == [] and not source.learned
+    assert set(source.state_dict()) == {"probes"} and source.state_dict()["probes"].shape == (8, 3, 32, 32)
+    assert not source().requires_grad
+
+
+def test_dead_leaves_shapes_occlude() -> None:
+    """Flat shapes stacked over each other: most neighbouring pixels are equal, yet each image has many regions."""
+    g = torch.Generator().manual_seed(0)
+    for shapes in ("disks", "disks+rectangles"):
+        x = dead_leaves(32, 1, 32, g, shapes=shapes)
+        same = torch.cat([(x[..., 1:] == x[..., :-1]).flatten(1), (x[..., 1:, :] == x[..., :-1, :]).flatten(1)], 1)
+        assert same.float().mean() > 0.5, shapes
+        regions = torch.tensor([len(img.unique()) for img in x])
+        assert regions.min() > 10 and regions.max() < 600, (shapes, regions)
+    textured = dead_leaves(32, 1, 32, g, textures=True)
+    assert (textured[..., 1:] == textured[..., :-1]).float().mean() < 0.1
+    noise = torch.rand(32, 1, 32, 32, generator=g)
+    assert (noise[..., 1:] == noise[..., :-1]).float().mean() < 0.01
+
+
+def test_dead_leaves_stops_after_n_shapes() -> None:
+    one = dead_leaves(16, 1, 32, torch.Generator().manual_seed(0), n_shapes=1)
+    assert all(len(img.unique()) <= 2 for img in one)  # one shape over the background
+    rgb = dead_leaves(4, 3, 32, torch.Generator().manual_seed(0))
+    assert (rgb[:, 0] != rgb[:, 1]).float().mean() > 0.9  # colours, not grey
+    with pytest.raises(ValueError, match="r_min=4.0, r_max=2.0"):
+        dead_leaves(1, 1, 32, torch.Generator(), r_min=4.0, r_max=2.0)
+    with pytest.raises(ValueError, match="'triangles'"):
+        dead_leaves(1, 1, 32, torch.Generator(), shapes="triangles")
+
+
+def test_radii_are_scale_invariant() -> None:
+    """Density ∝ r⁻³: each octave has a quarter of the shapes of the one below, and the same total area."""
+    r = sample_radii(400_000, 1.0, 16.0, torch.Generator().manual_seed(0))
+    assert r.min() >= 1 and r.max() <= 16
+    octave = r.log2().floor().clamp(max=3).long()
+    counts = torch.bincount(octave, minlength=4).double()
+    torch.testing.assert_close(counts[:-1] / counts[1:], torch.full((3,), 4.0, dtype=torch.float64), rtol=0.1, atol=0)
+    area = torch.zeros(4, dtype=torch.float64).index_add_(0, octave, r.double().square())
+    torch.testing.assert_close(area / area.mean(), torch.ones(4, dtype=torch.float64), rtol=0.05, atol=0)
+
+
+def test_window_radii_match_the_shapes_that_reach_the_image() -> None:
+    """Drawing only shapes that reach the image equals drawing on a wide margin and dropping those that miss."""
+    g = torch.Generator().manual_seed(0)
+    r = sample_radii(2_000_000, 1.0, 16.0, g)
+    cx, cy = (torch.rand(2, len(r), generator=g) * 64 - 16).unbind()  # centres on [-r_max, 32 + r_max]²
+    reach = (cx >= -r) & (cx <= 32 + r) & (cy >= -r) & (cy <= 32 + r)
+    kept, direct = r[reach], _window_radii(200_000, 32, 1.0, 16.0, g)
+    qs = torch.tensor([0.1, 0.5, 0.9, 0.99])
+    torch.testing.assert_close(direct.quantile(qs), kept.quantile(qs), rtol=0.03, atol=0)
+
+
+def test_configs_round_trip_and_register() -> None:
+    configs = [ConvProbeGenConfig(latent_dim=16, width_mult=8, n_layers=6, activation="relu"),
+               LinearImageGenConfig(hidden=64, depth=3, activation="tanh"), ImageVanillaConfig(),
+               DeadLeavesConfig(r_min=2.0, r_max=8.0, shapes="disks+rectangles", textures=True, n_shapes=50),
+               ImageGaussianConfig(std=0.3)]
+    for config in configs:
+        assert PROBE_CONFIGS[config.kind] is type(config)
+        assert probe_config_from_dict(json.loads(json.dumps(probe_config_to_dict(config)))) == config
+        run = RunConfig(probes=config, n_probes=64)
+        assert RunConfig.from_dict(json.loads(json.dumps(run.to_dict()))) == run
+
+
+def test_image_probes_can_be_imported_first() -> None:
+    code = ("import probegen_nb.image_probes\nfrom probegen_nb.probes import PROBE_CONFIGS\n"
+            "assert {'probegen-conv', 'probegen-fc', 'vanilla-image', 'dead-leaves', 'gaussian-image', 'probegen'}"
+            " <= set(PROBE_CONFIGS), sorted(PROBE_CONFIGS)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
