@@ -236,7 +236,7 @@ def build_inr_zoo(plan: pd.DataFrame, dataset: ImageDataset, out_dir: str | Path
     for c in range(n_chunks):
         rows = plan.iloc[c * chunk_size:(c + 1) * chunk_size]
         if not job.done(c):
-            images = np.stack([dataset.images(s)[i] for s, i in zip(rows["image_split"], rows["image_index"])])
+            images = gather_images(dataset, rows)
             res = fit_inrs(images, spec, recipe, torch.Generator().manual_seed(seed * 100_003 + c), dev)
             job.save(c, {**res.params, "psnr": res.psnr, "steps": res.steps})
         bar.update(len(rows))
@@ -257,6 +257,16 @@ def build_inr_zoo(plan: pd.DataFrame, dataset: ImageDataset, out_dir: str | Path
     save_zoo(zoo, out_dir, overwrite=overwrite)
     job.finish()
     return zoo
+
+
+def gather_images(dataset: ImageDataset, rows: pd.DataFrame) -> np.ndarray:
+    """The official images the plan rows name (`image_split`, `image_index`), in row order."""
+    first = dataset.images(rows["image_split"].iloc[0])
+    out = np.empty((len(rows), *first.shape[1:]), dtype=first.dtype)
+    for split in rows["image_split"].unique():  # at most two: train and test
+        mask = (rows["image_split"] == split).to_numpy()
+        out[mask] = dataset.images(split)[rows["image_index"].to_numpy()[mask]]
+    return out
 
 
 def software_versions() -> dict[str, str]:
