@@ -76,9 +76,14 @@ class ConvProbeGenerator(ProbeSource):
             layers.append(nn.ConvTranspose2d(c_in, c_out, kernel, stride, padding))
         self.layers = nn.Sequential(*layers)  # pre-tanh: [N, Z, 1, 1] → [N, C, 32, 32]
 
+    def pre_output(self, latents: torch.Tensor) -> torch.Tensor:
+        """The transposed-convolution stack's output [N, C·32·32] before the tanh (affine in the latents when deep
+        linear)."""
+        return self.layers(latents[:, :, None, None]).flatten(1)
+
     def generate(self, latents: torch.Tensor) -> torch.Tensor:
         """Probes for arbitrary latent codes [N, latent_dim] → [N, C, 32, 32] (used by the latent explorer)."""
-        return torch.tanh(self.layers(latents[:, :, None, None]))
+        return torch.tanh(self.pre_output(latents)).reshape(len(latents), *self.input_shape)
 
     def forward(self) -> torch.Tensor:
         return self.generate(self.latents)

@@ -60,9 +60,14 @@ class DeepLinearGenerator(ProbeSource):
                 layers.append(_ACTIVATIONS[activation]())
         self.layers = nn.Sequential(*layers)
 
+    def pre_output(self, latents: torch.Tensor) -> torch.Tensor:
+        """The layer stack's output for latent codes [N, latent_dim], flattened [N, D], before any output squashing:
+        an affine map of the latents for the deep linear generator (the generator anatomy view reads it)."""
+        return self.layers(latents)
+
     def generate(self, latents: torch.Tensor) -> torch.Tensor:
         """Probes for arbitrary latent codes [N, latent_dim] → [N, *input_shape] (used by the latent explorer)."""
-        return self.layers(latents).reshape(len(latents), *self.input_shape)
+        return self.pre_output(latents).reshape(len(latents), *self.input_shape)
 
     def forward(self) -> torch.Tensor:
         return self.generate(self.latents)
