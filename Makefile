@@ -26,11 +26,17 @@ $(VENV)/.setup-done: pyproject.toml
 	@touch $@
 
 # Debian packages, where we can install them (root + apt); otherwise say what is missing and go on.
+# chromium: PNG copies of plotly figures (kaleido) and the browser tests; pip and playwright never download one.
 system-packages:
 	@if [ ! -f $(FMNIST_IDX) ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null; \
 	  else echo "note: Fashion-MNIST IDX files not found; as root: apt-get install dataset-fashion-mnist"; fi; fi
+	@if [ -z "$$(command -v chromium chromium-browser google-chrome)" ] && [ -z "$$PROBEGEN_CHROMIUM" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; \
+	  else echo "note: chromium not found (plotly figures are saved as HTML only, browser tests skip);" \
+	    "as root: apt-get install chromium, or set PROBEGEN_CHROMIUM"; fi; fi
 
 test: setup
 	$(PY) -m pytest -q

@@ -126,6 +126,12 @@ class Explorer:
             keep &= (labels >= lo) & (labels <= hi)
         return np.flatnonzero(keep)
 
+    def model_options(self, query: ModelQuery = ModelQuery(), include: list[int] | tuple[int, ...] = (),
+                      limit: int = 300) -> list[tuple[str, int]]:
+        """(description, row) pairs for a model picker: the first `limit` matches, plus the rows in `include`."""
+        rows = list(dict.fromkeys([*self.find_models(query)[:limit].tolist(), *include]))
+        return [(self.describe(r), int(r)) for r in rows]
+
     def describe(self, row: int) -> str:
         """One line naming a test model: its id, label, and for CNN zoos the hyper-parameters that shaped it."""
         r = self.test.table.iloc[row]

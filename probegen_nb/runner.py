@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from probegen_nb.report import write_index
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 # The demo: each notebook with its default parameters, except where a smaller run keeps `make demo` short.
@@ -19,6 +21,7 @@ DEMO_SEQUENCE: dict[str, dict[str, Any]] = {
     "01_inr_zoo": {},
     "02_train_probegen": {"epochs": 5},
     "03_cnn_generalization": {"epochs": 10},
+    "04_explore_probes": {"run_dir": "{out_root}/03_cnn_generalization"},  # explores the runs 03 just wrote
 }
 
 
@@ -29,7 +32,9 @@ def run_notebook(stem: str, out_root: str | Path, parameters: dict[str, Any] | N
 
     out_root = Path(out_root).resolve()
     out_root.mkdir(parents=True, exist_ok=True)
-    params = {"out_dir": str(out_root / stem), **(parameters or {})}
+    params = {"out_dir": str(out_root / stem)}
+    for key, value in (parameters or {}).items():  # "{out_root}" in a text parameter names this run's folder
+        params[key] = value.format(out_root=out_root) if isinstance(value, str) else value
     out_nb = out_root / f"{stem}.ipynb"
     papermill.execute_notebook(str(notebooks_dir / f"{stem}.ipynb"), str(out_nb), parameters=params,
                                kernel_name="python3", cwd=str(notebooks_dir), progress_bar=False,
@@ -38,7 +43,7 @@ def run_notebook(stem: str, out_root: str | Path, parameters: dict[str, Any] | N
 
 
 def run_demo(out_root: str | Path, sequence: dict[str, dict[str, Any]] = DEMO_SEQUENCE) -> list[Path]:
-    """Run the demo sequence, printing what was written where."""
+    """Run the demo sequence, printing what was written where; ends with an `index.html` over all of it."""
     out_root = Path(out_root).resolve()
     written = []
     for stem, parameters in sequence.items():
@@ -47,9 +52,11 @@ def run_demo(out_root: str | Path, sequence: dict[str, dict[str, Any]] = DEMO_SE
         written.append(run_notebook(stem, out_root, parameters))
         print(f"  done in {time.perf_counter() - t0:.0f} s -> {out_root / stem}.ipynb, figures in {out_root / stem}/",
               flush=True)
+    index = write_index(out_root, list(sequence))
     print(f"\nExecuted notebooks and their figures/metrics.json are in {out_root}/.\n"
           f"Open them with `make lab` (JupyterLab on notebooks/) and File > Open {out_root}/<name>.ipynb,\n"
-          f"or look at the PNG/HTML figures in each {out_root}/<name>/ folder.")
+          f"or look at the PNG/HTML figures in each {out_root}/<name>/ folder.\n"
+          f"All figures and metrics on one page (offline): {index}")
     return written
 
 

@@ -1,11 +1,13 @@
 """Figures. Every notebook figure comes from a function here, which the tests call too.
 
 Static figures (image grids, distributions) use matplotlib/seaborn; interactive ones plotly.
-`save_figure` writes either kind into a run folder so results outlive the kernel.
+`save_figure` writes either kind into a run folder so results outlive the kernel (plotly as HTML and, through the
+system Chromium, PNG).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+
+from probegen_nb.browser import write_plotly_png
 
 
 def reconstruction_grid(originals: np.ndarray, reconstructions: np.ndarray, titles: list[str] | None = None,
@@ -59,8 +63,9 @@ def weight_std_comparison(table: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def save_figure(fig: Any, path: str | Path) -> list[Path]:
-    """Save a matplotlib figure as PNG or a plotly figure as standalone HTML; returns the files written."""
+def save_figure(fig: Any, path: str | Path, png: bool = True) -> list[Path]:
+    """Save a matplotlib figure as PNG, or a plotly Figure/FigureWidget as standalone HTML plus (with `png` and a
+    Chromium) a PNG, so the figure is viewable without a kernel or plotly.js. Returns the files actually written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(fig, plt.Figure):
@@ -70,8 +75,23 @@ def save_figure(fig: Any, path: str | Path) -> list[Path]:
     if hasattr(fig, "write_html"):  # plotly Figure / FigureWidget
         out = path.with_suffix(".html")
         fig.write_html(out, include_plotlyjs="directory")  # offline: plotly.min.js beside it
-        return [out]
+        written = [out]
+        if png:
+            try:
+                written.append(write_plotly_png(fig, path.with_suffix(".png")))
+            except Exception as e:  # noqa: BLE001 (the HTML is the figure; the PNG is a convenience)
+                _warn_once(f"plotly figures are saved as HTML only ({type(e).__name__}: {e})")
+        return written
     raise TypeError(f"cannot save a {type(fig).__name__}")
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 # ---------------------------------------------------------------- probing runs

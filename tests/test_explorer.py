@@ -323,3 +323,9 @@ def test_representation_map_links_to_the_inspector(explorer: Explorer) -> None:
     assert snapshot(fig) != before
     assert fig.data[1].x[0] == fig.data[0].x[4] and list(fig.data[1].text) == ["A", "B"]
     assert clicked_row([]) is None
+
+
+def test_model_options_for_pickers(explorer: Explorer) -> None:
+    last = len(explorer.labels) - 1
+    options = explorer.model_options(ModelQuery(), limit=2, include=[last])
+    assert [row for _, row in options] == [0, 1, last] and options[2][0] == explorer.describe(last)

@@ -1,0 +1,69 @@
+"""Figures saved to disk: plotly as HTML (+ PNG through the system Chromium), matplotlib as PNG, never a crash."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+from PIL import Image
+
+from probegen_nb.browser import chromium_path
+from probegen_nb.viz import learning_curves, save_figure
+
+HAS_CHROMIUM = chromium_path() is not None
+
+
+def _plotly_figure() -> go.Figure:
+    hist = [{"epoch": e, "train_loss": 1 / (e + 1), "val_accuracy": e / 10, "test_accuracy": e / 11} for e in range(5)]
+    return learning_curves({"probegen": hist, "vanilla": hist[::-1]})
+
+
+def _assert_not_blank(png: Path) -> None:
+    with Image.open(png) as im:
+        pixels = np.asarray(im.convert("L"), dtype=float)
+    assert pixels.shape[0] > 100 and pixels.shape[1] > 100, pixels.shape
+    assert pixels.std() > 5, f"{png} looks blank (std {pixels.std():.2f})"
+
+
+def test_matplotlib_figure_gives_png(tmp_path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1, 2], [2, 0, 1])
+    written = save_figure(fig, tmp_path / "sub" / "curve")
+    plt.close(fig)
+    assert written == [tmp_path / "sub" / "curve.png"]
+    _assert_not_blank(written[0])
+
+
+@pytest.mark.skipif(not HAS_CHROMIUM, reason="no Chromium: plotly figures are HTML only")
+@pytest.mark.parametrize("widget", [False, True], ids=["Figure", "FigureWidget"])
+def test_plotly_figure_gives_html_and_png(tmp_path: Path, widget: bool) -> None:
+    fig = go.FigureWidget(_plotly_figure()) if widget else _plotly_figure()
+    written = save_figure(fig, tmp_path / "learning_curves")
+    assert written == [tmp_path / "learning_curves.html", tmp_path / "learning_curves.png"]
+    assert (tmp_path / "plotly.min.js").is_file(), "the HTML loads plotly.js from beside it (offline)"
+    assert "cdn.plot.ly" not in written[0].read_text()
+    _assert_not_blank(written[1])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_plotly_without_chromium_writes_html_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROBEGEN_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr("probegen_nb.viz._warned", set())
+    with pytest.warns(RuntimeWarning, match="HTML only"):
+        written = save_figure(_plotly_figure(), tmp_path / "fig")
+    assert written == [tmp_path / "fig.html"]
+    assert not (tmp_path / "fig.png").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second figure does not warn again
+        assert save_figure(_plotly_figure(), tmp_path / "fig2") == [tmp_path / "fig2.html"]
+
+
+def test_save_figure_png_off_and_unknown_type(tmp_path: Path) -> None:
+    assert save_figure(_plotly_figure(), tmp_path / "f", png=False) == [tmp_path / "f.html"]
+    with pytest.raises(TypeError, match="cannot save a str"):
+        save_figure("not a figure", tmp_path / "x")
