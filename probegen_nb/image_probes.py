@@ -55,7 +55,8 @@ class ConvProbeGenerator(ProbeSource):
     """
 
     def __init__(self, n_probes: int, input_shape: tuple[int, ...], latent_dim: int = 32, width_mult: int = 16,
-                 n_layers: int | None = None, activation: Activation | None = None) -> None:
+                 n_layers: int | None = None, activation: Activation | None = None,
+                 unit_variance_init: bool = False) -> None:
         super().__init__()
         channels = _image_channels(input_shape, size=32)
         n_layers = paper_conv_depth(channels) if n_layers is None else n_layers
@@ -75,6 +76,8 @@ class ConvProbeGenerator(ProbeSource):
                 layers.append(_ACTIVATIONS[activation]())
             layers.append(nn.ConvTranspose2d(c_in, c_out, kernel, stride, padding))
         self.layers = nn.Sequential(*layers)  # pre-tanh: [N, Z, 1, 1] → [N, C, 32, 32]
+        if unit_variance_init:
+            unit_variance(self.layers, self.latents.detach()[:, :, None, None])
 
     def pre_output(self, latents: torch.Tensor) -> torch.Tensor:
         """The transposed-convolution stack's output [N, C·32·32] before the tanh (affine in the latents when deep
@@ -87,6 +90,18 @@ class ConvProbeGenerator(ProbeSource):
 
     def forward(self) -> torch.Tensor:
         return self.generate(self.latents)
+
+
+def unit_variance(layers: nn.Sequential, x: torch.Tensor) -> None:
+    """Zero each convolution's bias and rescale its weights so its output on `x` (the latents) has unit std, layer
+    after layer (LSUV-style). Under PyTorch's default init each transposed convolution shrinks the signal, so the
+    paper-depth stack starts with near-constant probes: pre-tanh std ≈ 0.03 and all probes nearly one image."""
+    with torch.no_grad():
+        for layer in layers:
+            if isinstance(layer, nn.ConvTranspose2d):
+                layer.bias.zero_()
+                layer.weight.div_(layer(x).std().clamp_min(1e-8))
+            x = layer(x)
 
 
 def paper_conv_depth(channels: int) -> int:
@@ -253,11 +268,12 @@ class ConvProbeGenConfig:
     width_mult: int = 16  # w: layer widths are 8w, 4w, 2w, w as the image grows
     n_layers: int | None = None  # None: the paper's depth, 6 for grayscale and 5 for RGB; at least 5
     activation: Activation | None = None  # None: deep linear (ProbeGen); a name: the non-linear ablation
+    unit_variance_init: bool = False  # True: layer-wise rescaled init, probes start with unit pre-tanh std
 
     def build(self, n_probes: int, input_shape: tuple[int, ...], generator: torch.Generator) -> ProbeSource:
         with _seeded(generator):
             return ConvProbeGenerator(n_probes, input_shape, self.latent_dim, self.width_mult, self.n_layers,
-                                      self.activation)
+                                      self.activation, self.unit_variance_init)
 
 
 @dataclass(frozen=True)
