@@ -218,7 +218,7 @@ def test_unit_variance_init_starts_from_distinct_full_contrast_probes() -> None:
         pre_default, pre_unit = default.pre_output(default.latents), unit.pre_output(unit.latents)
     assert pre_default.std(0).mean() < 0.05  # PyTorch's init: every probe nearly the same flat image
     assert abs(float(pre_unit.std()) - 1.0) < 1e-4 and pre_unit.std(0).mean() > 0.5  # distinct probes
-    assert all(float(layer.bias.abs().max()) == 0 for layer in unit.layers)
+    assert all(float(layer.bias.detach().abs().max()) == 0 for layer in unit.layers)
     z = torch.randn(5, 32)
     with torch.no_grad():  # still one linear map of the latent (zero bias: linear, not just affine)
         assert torch.allclose(unit.pre_output(2 * z), 2 * unit.pre_output(z), atol=1e-4)
