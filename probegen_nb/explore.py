@@ -104,6 +104,11 @@ class Explorer:
         return self.test.table["model_id"].to_numpy()
 
     @property
+    def learned_runs(self) -> list[str]:
+        """The runs whose probes were learned (and so moved while training)."""
+        return [n for n, r in self.runs.items() if r.model.probes.learned]
+
+    @property
     def generator(self) -> ProbeSource | None:
         """The main run's probe generator, if its probes come from latent codes."""
         source = self.runs[self.main].model.probes

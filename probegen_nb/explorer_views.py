@@ -50,11 +50,9 @@ def mosaic(images: np.ndarray, cols: int) -> np.ndarray:
     """uint8 [N, H, W, 3] → one [rows·(H+GAP), cols·(W+GAP), 3] image, row-major, white gaps."""
     n, h, w, _ = images.shape
     rows = -(-n // cols)
-    out = np.full((rows * (h + GAP), cols * (w + GAP), 3), 255, dtype=np.uint8)
-    for i in range(n):  # at most a few hundred tiles of one figure, not a hot path
-        r, c = divmod(i, cols)
-        out[r * (h + GAP): r * (h + GAP) + h, c * (w + GAP): c * (w + GAP) + w] = images[i]
-    return out
+    tiles = np.full((rows * cols, h + GAP, w + GAP, 3), 255, dtype=np.uint8)  # each tile with its gap right/below
+    tiles[:n, :h, :w] = images
+    return tiles.reshape(rows, cols, h + GAP, w + GAP, 3).transpose(0, 2, 1, 3, 4).reshape(rows * (h + GAP), -1, 3)
 
 
 def tile_outline(index: int, cols: int, size: int) -> tuple[list[float], list[float]]:
@@ -67,6 +65,11 @@ def tile_outline(index: int, cols: int, size: int) -> tuple[list[float], list[fl
 
 def _cols(n: int) -> int:
     return max(1, int(np.ceil(np.sqrt(n))))
+
+
+def image_grid(images: torch.Tensor, symmetric: bool = True) -> np.ndarray:
+    """[N, C, H, W] → one near-square RGB mosaic (see `to_rgb` for `symmetric`)."""
+    return mosaic(to_rgb(images, symmetric), _cols(len(images)))
 
 
 def _square_axes(fig: go.Figure, rows: int, cols: int) -> None:
@@ -104,7 +107,7 @@ def gallery_figure(ex: Explorer, selected: int = 0) -> go.Figure:
     for c, name in enumerate(names, 1):
         p = ex.probes[name]
         if ex.is_image:
-            fig.add_trace(go.Image(z=mosaic(to_rgb(p), _cols(len(p))), hoverinfo="skip"), row=1, col=c)
+            fig.add_trace(go.Image(z=image_grid(p), hoverinfo="skip"), row=1, col=c)
             x, y = tile_outline(selected, _cols(len(p)), p.shape[-1])
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line={"color": "#d62728", "width": 3},
                                      hoverinfo="skip", showlegend=False), row=1, col=c)
@@ -185,7 +188,7 @@ def update_inspector(fig: go.Figure, ex: Explorer, rows: Sequence[int]) -> None:
             if ex.is_image:
                 _, params = ex.model_params(row)
                 w = params["layers.0.weight"][0]  # [channels, C, k, k]
-                model.z = mosaic(to_rgb(w, symmetric=False), _cols(len(w)))
+                model.z = image_grid(w, symmetric=False)
                 responses.z = resp[row].T.numpy()  # [K, Q]
             else:
                 model.z = reconstruct(ex.test, [row])[0]
@@ -271,13 +274,12 @@ def _require_generator(ex: Explorer) -> ProbeSource:
 
 def replay_figure(ex: Explorer, epoch: int = 0, n_show: int = 16) -> go.Figure:
     """The learned probes of every trained run at a saved epoch (0 = before training)."""
-    names = [n for n, r in ex.runs.items() if r.model.probes.learned]
+    names = ex.learned_runs
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.04)
     for c, name in enumerate(names, 1):
         snaps = ex.runs[name].snapshots
         if ex.is_image:
-            fig.add_trace(go.Image(z=mosaic(to_rgb(snaps[0][:n_show]), _cols(n_show)), hoverinfo="skip"),
-                          row=1, col=c)
+            fig.add_trace(go.Image(z=image_grid(snaps[0][:n_show]), hoverinfo="skip"), row=1, col=c)
         else:
             fig.add_trace(_background(ex), row=1, col=c)
             fig.add_trace(go.Scatter(x=snaps[0][:, 0].numpy(), y=snaps[0][:, 1].numpy(), mode="markers",
@@ -296,12 +298,12 @@ def replay_figure(ex: Explorer, epoch: int = 0, n_show: int = 16) -> go.Figure:
 
 def n_epochs_saved(ex: Explorer) -> int:
     """Snapshots available to every trained run (epoch 0 is before training)."""
-    return min(len(r.snapshots) for r in ex.runs.values() if r.model.probes.learned)
+    return min(len(ex.runs[n].snapshots) for n in ex.learned_runs)
 
 
 def update_replay(fig: go.Figure, ex: Explorer, epoch: int, n_show: int = 16) -> None:
     """Show the probes as they were after `epoch` epochs; the title says how far they have moved."""
-    names = [n for n, r in ex.runs.items() if r.model.probes.learned]
+    names = ex.learned_runs
     moved = []
     with fig.batch_update():
         for c, name in enumerate(names):
@@ -309,7 +311,7 @@ def update_replay(fig: go.Figure, ex: Explorer, epoch: int, n_show: int = 16) ->
             e = min(epoch, len(snaps) - 1)
             moved.append(f"{name} {probe_displacement(snaps, e):.2f}")
             if ex.is_image:
-                fig.data[c].z = mosaic(to_rgb(snaps[e][:n_show]), _cols(n_show))
+                fig.data[c].z = image_grid(snaps[e][:n_show])
             else:
                 fig.data[3 * c + 2].update(x=snaps[e][:, 0].numpy(), y=snaps[e][:, 1].numpy())
         total = n_epochs_saved(ex) - 1
