@@ -42,7 +42,7 @@ test: setup
 	$(PY) -m pytest -q
 
 demo: setup
-	$(PY) -m probegen_nb.runner demo --out runs/demo
+	$(PY) -m probegen_nb.cli demo --out runs/demo
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
@@ -60,7 +60,7 @@ bench: setup
 
 # Mean ± std over seeds of the quickstart's three methods (the README's results table).
 seeds: setup
-	$(PY) -m probegen_nb.runner seeds 00_quickstart --seeds 0 1 2
+	$(PY) -m probegen_nb.cli seeds 00_quickstart --seeds 0 1 2
 
 clean:
 	rm -rf runs data/cache

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probegen_nb.arch import CNN_ACTIVATIONS, CNNSpec
-from probegen_nb.cnn_zoo import CNNZooRecipe, images_to_inputs, init_cnn_params, sample_hparams, train_cnns
-from probegen_nb.data import ImageDataset, load_dataset
-from probegen_nb.device import describe_device, resolve_device, synchronize
+from probegen_nb.core.arch.cnn import CNN_ACTIVATIONS, CNNSpec
+from probegen_nb.core.device import describe_device, resolve_device, synchronize
+from probegen_nb.zoos.cnn import CNNZooRecipe, images_to_inputs, init_cnn_params, sample_hparams, train_cnns
+from probegen_nb.zoos.data import ImageDataset, load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

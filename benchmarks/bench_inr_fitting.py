@@ -19,11 +19,10 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from probegen_nb.arch import SirenSpec
-from probegen_nb.data import load_mnist
-from probegen_nb.device import describe_device, resolve_device, synchronize
-from probegen_nb.forward import siren_forward
-from probegen_nb.inr import PUBLIC_RECIPE, fit_inrs, init_siren_params, pixel_grid
+from probegen_nb.core.arch.siren import SirenSpec, pixel_grid, siren_forward
+from probegen_nb.core.device import describe_device, resolve_device, synchronize
+from probegen_nb.zoos.data import load_mnist
+from probegen_nb.zoos.inr import PUBLIC_RECIPE, fit_inrs, init_siren_params
 
 REPO = Path(__file__).resolve().parents[1]
 

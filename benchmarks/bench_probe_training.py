@@ -19,11 +19,14 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from probegen_nb.device import describe_device, resolve_device, synchronize
-from probegen_nb.image_probes import ConvProbeGenConfig
-from probegen_nb.probes import ProbeConfig, ProbeGenConfig
-from probegen_nb.train import RunConfig, build_model, loss_fn
-from probegen_nb.zoo import MixedZoo, Zoo, load_zoo
+from probegen_nb.core.device import describe_device, resolve_device, synchronize
+from probegen_nb.core.zoo import MixedZoo, Zoo
+from probegen_nb.core.zoo_io import load_zoo
+from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.train import build_model, loss_fn
+from probegen_nb.probes.coords import ProbeGenConfig
+from probegen_nb.probes.images import ConvProbeGenConfig
+from probegen_nb.probes.registry import ProbeConfig
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "data" / "zoos" / "mnist-inr-small"

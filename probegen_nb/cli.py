@@ -1,13 +1,15 @@
-"""Command-line entry points: `python -m probegen_nb.cli build-inr-zoo|build-cnn-zoo …` (used by `make zoos`)."""
+"""The command line: `python -m probegen_nb.cli demo|seeds|build-inr-zoo|build-cnn-zoo …` (behind `make demo`,
+`make seeds` and `make zoos`). The top of the package: it imports the app and the builders, nothing imports it."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from probegen_nb.cnn_zoo import CNNZooRecipe, build_cnn_zoo, sample_wild_park_specs
-from probegen_nb.data import DATASETS, load_dataset
-from probegen_nb.inr import HIGH_QUALITY_RECIPE, PUBLIC_RECIPE, build_inr_zoo, plan_from_splits_json, plan_inr_zoo
+from probegen_nb.app.runner import REPO, run_demo, run_seeds
+from probegen_nb.zoos.cnn import CNNZooRecipe, build_cnn_zoo, sample_wild_park_specs
+from probegen_nb.zoos.data import DATASETS, load_dataset
+from probegen_nb.zoos.inr import HIGH_QUALITY_RECIPE, PUBLIC_RECIPE, build_inr_zoo, plan_from_splits_json, plan_inr_zoo
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,7 +42,24 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--device", default="auto")
     c.add_argument("--overwrite", action="store_true")
+    d = sub.add_parser("demo", help="run the notebook sequence headlessly")
+    d.add_argument("--out", type=Path, default=REPO / "runs" / "demo")
+    r = sub.add_parser("seeds", help="run one notebook for several seeds and report mean ± std per method")
+    r.add_argument("notebook", help="notebook stem, e.g. 00_quickstart")
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    r.add_argument("--out", type=Path, help="default: runs/<notebook>_seeds")
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        run_demo(args.out)
+        return
+    if args.command == "seeds":
+        out = args.out or REPO / "runs" / f"{args.notebook}_seeds"
+        for method, stats in run_seeds(args.notebook, args.seeds, out).items():
+            shown = {k.removesuffix("_mean"): f"{v:.4g} ± {stats[k.replace('_mean', '_std')]:.2g}"
+                     for k, v in stats.items() if k.endswith("_mean")}
+            print(method, shown)
+        print(f"wrote {out / 'summary.json'}")
+        return
     if args.command == "build-cnn-zoo":
         recipe = CNNZooRecipe(steps=args.steps, checkpoints=tuple(args.checkpoints), n_eval=args.n_eval)
         data = load_dataset(args.dataset)

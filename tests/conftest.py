@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from probegen_nb.browser import chromium_path, launch
+from probegen_nb.viz.browser import chromium_path, launch
 
 
 def _unavailable(reason: str) -> None:

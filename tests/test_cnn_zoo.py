@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-import probegen_nb.cnn_zoo as cz
-from probegen_nb.arch import CNNSpec
-from probegen_nb.cnn_zoo import CNNZooRecipe, PerModelOptimizer, images_to_inputs, init_cnn_params, sample_hparams
-from probegen_nb.data import ImageDataset
-from probegen_nb.forward import cnn_forward
-from probegen_nb.zoo import MixedZoo, load_zoo
+import probegen_nb.zoos.cnn as cz
+from probegen_nb.core.arch.cnn import CNNSpec, cnn_forward
+from probegen_nb.core.zoo import MixedZoo
+from probegen_nb.core.zoo_io import load_zoo
+from probegen_nb.zoos.cnn import CNNZooRecipe, PerModelOptimizer, images_to_inputs, init_cnn_params, sample_hparams
+from probegen_nb.zoos.data import ImageDataset
 
 
 @pytest.mark.parametrize("kind,reference", [
@@ -61,7 +61,8 @@ def test_dropout_rates_per_model() -> None:
               "fc.weight": torch.eye(10, 64).expand(3, 10, 64).clone(), "fc.bias": torch.zeros(3, 10)}
     x = torch.zeros(200, 1, 8, 8)
     rate = torch.tensor([0.0, 0.25, 0.5])
-    out = cnn_forward(spec, params, x, dropout=rate, generator=torch.Generator().manual_seed(1))  # [3, 200, 10]
+    drop = cz.per_model_dropout(spec, rate, torch.Generator().manual_seed(1))
+    out = cnn_forward(spec, params, x, after_activation=drop)  # [3, 200, 10]
     torch.testing.assert_close(out[0], torch.ones(200, 10).mul(torch.eye(10, 64).sum(1)))  # rate 0: identity
     for m in (1, 2):
         assert out[m].mean().item() == pytest.approx(1.0, abs=0.05)  # inverted dropout keeps the mean

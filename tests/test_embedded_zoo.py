@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from probegen_nb.weightstats import PUBLIC_INR_WEIGHT_STD, layer_weight_std, public_layer_weight_std
-from probegen_nb.zoo import load_zoo
+from probegen_nb.core.zoo_io import load_zoo
+from probegen_nb.zoos.weightstats import PUBLIC_INR_WEIGHT_STD, layer_weight_std, public_layer_weight_std
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "data" / "zoos" / "mnist-inr-small"

@@ -14,9 +14,15 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from probegen_nb.arch import CNNSpec, SirenSpec
-from probegen_nb.evaluate import predict
-from probegen_nb.explore import (
+from probegen_nb.core.arch.cnn import CNNSpec
+from probegen_nb.core.arch.siren import SirenSpec
+from probegen_nb.core.zoo import MixedZoo, Task, Zoo
+from probegen_nb.core.zoo_io import save_zoo
+from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.evaluate import predict
+from probegen_nb.experiment.runs import find_runs, load_run
+from probegen_nb.experiment.train import train
+from probegen_nb.explore.compute import (
     Explorer,
     ModelQuery,
     anatomy,
@@ -31,7 +37,7 @@ from probegen_nb.explore import (
     pca_2d,
     probe_displacement,
 )
-from probegen_nb.explorer_views import (
+from probegen_nb.explore.views import (
     anatomy_figure,
     clicked_row,
     gallery_figure,
@@ -48,12 +54,9 @@ from probegen_nb.explorer_views import (
     update_replay,
     update_representation,
 )
-from probegen_nb.image_probes import ConvProbeGenConfig
-from probegen_nb.inr import init_siren_params
-from probegen_nb.probes import ProbeGenConfig
-from probegen_nb.runs import find_runs, load_run
-from probegen_nb.train import RunConfig, train
-from probegen_nb.zoo import MixedZoo, Task, Zoo, save_zoo
+from probegen_nb.probes.coords import ProbeGenConfig
+from probegen_nb.probes.images import ConvProbeGenConfig
+from probegen_nb.zoos.inr import init_siren_params
 
 
 def inr_zoo() -> Zoo:

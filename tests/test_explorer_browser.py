@@ -20,7 +20,7 @@ import pytest
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from probegen_nb.runner import NOTEBOOKS, REPO
+from probegen_nb.app.runner import NOTEBOOKS, REPO
 
 SCREENSHOTS = REPO / "runs" / "test-screenshots"
 

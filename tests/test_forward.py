@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from probegen_nb.arch import CNNSpec, SirenSpec, spec_from_dict
-from probegen_nb.forward import forward
-from probegen_nb.inr import init_siren_params
+from probegen_nb.core.arch.cnn import CNNSpec
+from probegen_nb.core.arch.registry import forward, spec_from_dict
+from probegen_nb.core.arch.siren import SirenSpec
+from probegen_nb.zoos.inr import init_siren_params
 
 
 def make_params(spec: SirenSpec, m: int, seed: int = 0) -> dict[str, torch.Tensor]:

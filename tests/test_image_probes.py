@@ -1,27 +1,22 @@
 """Image probe sources: shapes and range, the deep linear generator's linearity and depth, dead leaves' statistics."""
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 
 import pytest
 import torch
 from torch import nn
 
-from probegen_nb.image_probes import (
+from probegen_nb.experiment.config import RunConfig
+from probegen_nb.probes.dead_leaves import DeadLeavesConfig, _window_radii, dead_leaves, sample_radii
+from probegen_nb.probes.images import (
     ConvProbeGenConfig,
     ConvProbeGenerator,
-    DeadLeavesConfig,
     ImageGaussianConfig,
     ImageVanillaConfig,
     LinearImageGenConfig,
-    _window_radii,
-    dead_leaves,
-    sample_radii,
 )
-from probegen_nb.probes import PROBE_CONFIGS, probe_config_from_dict, probe_config_to_dict
-from probegen_nb.train import RunConfig
+from probegen_nb.probes.registry import PROBE_CONFIGS, probe_config_from_dict, probe_config_to_dict
 
 ALL_CONFIGS = [ConvProbeGenConfig(), ConvProbeGenConfig(activation="relu", n_layers=7), LinearImageGenConfig(),
                ImageVanillaConfig(), DeadLeavesConfig(), DeadLeavesConfig(shapes="disks+rectangles", textures=True),
@@ -201,14 +196,6 @@ def test_configs_round_trip_and_register() -> None:
         assert probe_config_from_dict(json.loads(json.dumps(probe_config_to_dict(config)))) == config
         run = RunConfig(probes=config, n_probes=64)
         assert RunConfig.from_dict(json.loads(json.dumps(run.to_dict()))) == run
-
-
-def test_image_probes_can_be_imported_first() -> None:
-    code = ("import probegen_nb.image_probes\nfrom probegen_nb.probes import PROBE_CONFIGS\n"
-            "assert {'probegen-conv', 'probegen-fc', 'vanilla-image', 'dead-leaves', 'gaussian-image', 'probegen'}"
-            " <= set(PROBE_CONFIGS), sorted(PROBE_CONFIGS)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
 
 
 def test_unit_variance_init_starts_from_distinct_full_contrast_probes() -> None:

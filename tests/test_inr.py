@@ -8,20 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-import probegen_nb.inr as inr
-from probegen_nb.arch import SirenSpec
-from probegen_nb.data import ImageDataset
-from probegen_nb.inr import (
+import probegen_nb.zoos.inr as inr
+from probegen_nb.core.arch.siren import SirenSpec, pixel_grid, reconstruct
+from probegen_nb.core.zoo_io import load_zoo
+from probegen_nb.zoos.data import ImageDataset
+from probegen_nb.zoos.inr import (
     PUBLIC_RECIPE,
     fit_inrs,
     init_siren_params,
-    pixel_grid,
     plan_from_splits_json,
     plan_inr_zoo,
     psnr_from_mse,
-    reconstruct,
 )
-from probegen_nb.zoo import load_zoo
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +159,7 @@ def test_build_resumes_after_a_crash_without_loss_or_duplication(digits: ImageDa
 def test_reconstruct_matches_the_fitted_image(digits: ImageDataset, tmp_path) -> None:
     plan = plan_inr_zoo(digits, n_train=10, n_val=0, n_test=0, seed=0)
     zoo = inr.build_inr_zoo(plan, digits, tmp_path / "z", recipe=replace(PUBLIC_RECIPE, steps=150), device="cpu")
-    rec = reconstruct(zoo, [0, 1])
+    rec = reconstruct(zoo.spec, zoo.subset([0, 1]).params)
     for j in range(2):
         original = digits.train_images[zoo.table["image_index"][j]] / 255
         other = digits.train_images[zoo.table["image_index"][1 - j]] / 255

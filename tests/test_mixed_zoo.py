@@ -7,10 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from probegen_nb.arch import CNNSpec
-from probegen_nb.probes import VanillaConfig
-from probegen_nb.train import RunConfig, build_model, train
-from probegen_nb.zoo import MixedZoo, Task, Zoo, ZooFormatError, load_zoo, save_zoo
+from probegen_nb.core.arch.cnn import CNNSpec
+from probegen_nb.core.zoo import MixedZoo, Task, Zoo, ZooFormatError
+from probegen_nb.core.zoo_io import load_zoo, save_zoo
+from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.train import build_model, train
+from probegen_nb.probes.coords import VanillaConfig
 
 SPECS = [CNNSpec.small_cnn_zoo(activation="relu"), CNNSpec.small_cnn_zoo(activation="tanh"),
          CNNSpec(1, (4, 8, 4), (3, 5, 3), 1, (1, 2, 1), ("gelu", "sigmoid", "none"), (-1, -1, 0))]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from probegen_nb.runner import NOTEBOOKS, run_notebook
+from probegen_nb.app.runner import NOTEBOOKS, run_notebook
 
 NOTEBOOK_FILES = sorted(NOTEBOOKS.glob("*.ipynb"))
 REQUIRED_PARAMETERS = {"fast", "device", "seed", "out_dir"}

@@ -1,5 +1,6 @@
 """Packaging and code hygiene: one owner of dependencies, the torch pin, lint clean."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -42,10 +43,22 @@ def test_ruff_clean() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+DEVICE_NAME = re.compile(r"""["'](cuda|mps)(:\d+)?["']""")  # a device written as a string literal, either quote
+
+
 def test_library_code_does_not_name_devices_or_print() -> None:
-    for path in (REPO / "probegen_nb").glob("*.py"):
-        text = path.read_text()
-        if path.name != "device.py":
-            assert '"cuda"' not in text, f"{path.name}: resolve devices through probegen_nb.device"
-        if path.name not in ("cli.py", "runner.py"):
-            assert "print(" not in text, f"{path.name}: library code reports with tqdm or returns results"
+    files = sorted((REPO / "probegen_nb").rglob("*.py"))
+    assert len(files) > 20
+    for path in files:
+        text, name = path.read_text(), path.relative_to(REPO).as_posix()
+        if name != "probegen_nb/core/device.py":
+            assert not DEVICE_NAME.search(text), f"{name}: resolve devices through probegen_nb.core.device"
+        if name not in ("probegen_nb/cli.py", "probegen_nb/app/runner.py"):
+            assert "print(" not in text, f"{name}: library code reports with tqdm or returns results"
+
+
+def test_device_name_check_catches_both_quote_styles() -> None:
+    """Negative control for the check above: each spelling of a device literal is caught, plain words are not."""
+    for literal in ('"cuda"', "'cuda'", '"cuda:0"', "'mps'"):
+        assert DEVICE_NAME.search(f"x = torch.device({literal})"), literal
+    assert not DEVICE_NAME.search("# runs on cuda when there is one")

@@ -15,10 +15,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from probegen_nb.arch import CNNSpec
-from probegen_nb.forward import forward
-from probegen_nb.public_cnn_zoos import convert_cnn_wild_park, convert_small_cnn_zoo, nfn_split
-from probegen_nb.zoo import MixedZoo, ZooFormatError, load_zoo
+from probegen_nb.core.arch.cnn import CNNSpec
+from probegen_nb.core.arch.registry import forward
+from probegen_nb.core.zoo import MixedZoo, ZooFormatError
+from probegen_nb.core.zoo_io import load_zoo
+from probegen_nb.zoos.public.cnn import convert_cnn_wild_park, convert_small_cnn_zoo, nfn_split
 
 # ---------------------------------------------------------------- Small CNN Zoo fixture
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from probegen_nb.arch import SirenINR, SirenSpec
-from probegen_nb.forward import forward
-from probegen_nb.public_zoos import convert_dwsnets_inr_zoo
-from probegen_nb.zoo import ZooFormatError, load_zoo
+from probegen_nb.core.arch.registry import forward
+from probegen_nb.core.arch.siren import SirenINR, SirenSpec
+from probegen_nb.core.zoo import ZooFormatError
+from probegen_nb.core.zoo_io import load_zoo
+from probegen_nb.zoos.public.inr import convert_dwsnets_inr_zoo
 
 # (split, path in the json, label), in the json's order; the image index is the number in the file name
 ENTRIES = [("train", "mnist-inrs/train/model_3.pth", 5), ("train", "mnist-inrs/train/model_17.pth", 1),

@@ -15,9 +15,9 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
-from probegen_nb.browser import chromium_path, screenshot
-from probegen_nb.report import flatten_metrics, write_index
-from probegen_nb.viz import save_figure
+from probegen_nb.viz.browser import chromium_path, screenshot
+from probegen_nb.viz.export import save_figure
+from probegen_nb.viz.report import flatten_metrics, write_index
 
 REPO = Path(__file__).resolve().parents[1]
 WEIRD = 'odd <name> & "co"'  # a notebook stem that needs escaping in text, attributes and URLs

@@ -8,22 +8,22 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import probegen_nb.train as train_mod
-from probegen_nb.arch import SirenSpec
-from probegen_nb.inr import init_siren_params
-from probegen_nb.probes import (
+import probegen_nb.experiment.train as train_mod
+from probegen_nb.core.arch.siren import SirenSpec
+from probegen_nb.core.zoo import Task, Zoo
+from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.train import NonFiniteLossError, build_model, train
+from probegen_nb.methods.probing import flops_per_model
+from probegen_nb.probes.coords import (
     DeepLinearGenerator,
     FreeProbes,
     GaussianConfig,
     ProbeGenConfig,
     UniformConfig,
     VanillaConfig,
-    probe_config_from_dict,
-    probe_config_to_dict,
 )
-from probegen_nb.probing import flops_per_model
-from probegen_nb.train import NonFiniteLossError, RunConfig, build_model, train
-from probegen_nb.zoo import Task, Zoo
+from probegen_nb.probes.registry import probe_config_from_dict, probe_config_to_dict
+from probegen_nb.zoos.inr import init_siren_params
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from probegen_nb.browser import chromium_path
-from probegen_nb.viz import learning_curves, save_figure
+from probegen_nb.viz.browser import chromium_path
+from probegen_nb.viz.export import save_figure
+from probegen_nb.viz.figures import learning_curves
 
 HAS_CHROMIUM = chromium_path() is not None
 
@@ -53,7 +54,7 @@ def test_plotly_figure_gives_html_and_png(tmp_path: Path, widget: bool) -> None:
 def test_plotly_without_chromium_writes_html_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROBEGEN_CHROMIUM", str(tmp_path / "no-such-chromium"))
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("probegen_nb.viz._warned", set())
+    monkeypatch.setattr("probegen_nb.viz.export._warned", set())
     with pytest.warns(RuntimeWarning, match="HTML only"):
         written = save_figure(_plotly_figure(), tmp_path / "fig")
     assert written == [tmp_path / "fig.html"]

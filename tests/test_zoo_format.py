@@ -12,10 +12,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import probegen_nb.zoo as zoo_module
-from probegen_nb.arch import SirenSpec
-from probegen_nb.inr import init_siren_params
-from probegen_nb.zoo import FILES, Task, Zoo, ZooFormatError, load_zoo, save_zoo, stack_state_dicts, validate
+import probegen_nb.core.zoo_io as zoo_module
+from probegen_nb.core.arch.siren import SirenSpec
+from probegen_nb.core.zoo import Task, Zoo, ZooFormatError, stack_state_dicts, validate
+from probegen_nb.core.zoo_io import FILES, load_zoo, save_zoo
+from probegen_nb.zoos.inr import init_siren_params
 
 SPEC = SirenSpec(hidden=(16, 8), w0=25.0)  # non-default fields, so a spec that loses them does not round-trip
 MODEL_IDS = [100, 101, 102, 103, 104, 105]  # differ from row positions, so messages must quote the id, not the row

@@ -1,0 +1,1 @@
+"""Architecture families: each a frozen spec, its reference `nn.Module` and its batched forward over M models."""

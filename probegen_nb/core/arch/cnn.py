@@ -1,0 +1,162 @@
+"""Plain CNNs (Small CNN Zoo, CNN Wild Park): the spec, the reference module and the batched forward of M models.
+
+The M models become the groups of one grouped convolution; shared inputs make the first layer one dense
+convolution over all models' filters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CNNActivation = Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "none"]
+
+
+CNN_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "leaky_relu": F.leaky_relu,
+    "none": lambda x: x,
+}
+
+
+@dataclass(frozen=True)
+class CNNSpec:
+    """Plain CNN: convolutions (each with its own kernel, stride, padding, activation), global average pooling,
+    one dense layer. Covers the Small CNN Zoo (3 × conv 3×3 stride 2, 16 channels) and CNN Wild Park (2–5 layers,
+    4–32 channels, kernels 3/5/7, stride 1, per-layer activations, residual connections).
+
+    `residual[i] = r ≥ 0` adds layer r's post-activation output to layer i's convolution output (first min(channels)
+    channels) before layer i's activation, as in CNN Wild Park; -1 for none.
+    """
+
+    kind: ClassVar[str] = "cnn"
+    in_channels: int = 1  # 1 for grayscale (CIFAR10-GS, MNIST), 3 for RGB
+    channels: tuple[int, ...] = (16, 16, 16)  # output channels of each convolution
+    kernel_size: tuple[int, ...] | int = 3  # per layer; a single value applies to every layer
+    stride: tuple[int, ...] | int = 2
+    padding: tuple[int, ...] | int = 1
+    activation: tuple[CNNActivation, ...] | CNNActivation = "relu"
+    residual: tuple[int, ...] | int = -1
+    out_dim: int = 10  # classes
+    image_size: int = 32  # inputs are in_channels × image_size × image_size, scaled to [-1, 1]
+
+    def __post_init__(self) -> None:
+        n = len(self.channels)
+        for name in ("channels", "kernel_size", "stride", "padding", "activation", "residual"):
+            value = getattr(self, name)
+            value = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+            if len(value) != n:
+                raise ValueError(f"CNNSpec.{name} has {len(value)} entries, expected one per layer ({n})")
+            object.__setattr__(self, name, value)
+        bad = [a for a in self.activation if a not in CNN_ACTIVATIONS]
+        if bad:
+            raise ValueError(f"CNNSpec.activation {bad[0]!r} is not one of {sorted(CNN_ACTIVATIONS)}")
+        sizes = self.feature_sizes()
+        for i, r in enumerate(self.residual):
+            if r >= 0 and not (r < i - 1 and sizes[r] == sizes[i]):
+                raise ValueError(f"CNNSpec.residual[{i}] (={r}) must name an earlier, non-adjacent layer with the "
+                                 f"same feature size ({sizes[r] if r < n else '?'} vs {sizes[i]})")
+
+    @classmethod
+    def small_cnn_zoo(cls, in_channels: int = 1, activation: CNNActivation = "relu") -> CNNSpec:
+        """The Small CNN Zoo architecture (Unterthiner et al. 2020): 4,970 parameters for one input channel."""
+        return cls(in_channels, (16, 16, 16), (3, 3, 3), (2, 2, 2), (1, 1, 1), (activation,) * 3, (-1, -1, -1))
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.channels)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.in_channels, self.image_size, self.image_size)
+
+    def feature_sizes(self) -> list[int]:
+        """Spatial size after each convolution."""
+        sizes, s = [], self.image_size
+        for k, st, p in zip(self.kernel_size, self.stride, self.padding):
+            s = (s + 2 * p - k) // st + 1
+            sizes.append(s)
+        return sizes
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {}
+        for i, (c_in, c_out, k) in enumerate(zip((self.in_channels, *self.channels[:-1]), self.channels,
+                                                 self.kernel_size)):
+            shapes[f"layers.{i}.weight"] = (c_out, c_in, k, k)
+            shapes[f"layers.{i}.bias"] = (c_out,)
+        shapes["fc.weight"] = (self.out_dim, self.channels[-1])
+        shapes["fc.bias"] = (self.out_dim,)
+        return shapes
+
+    def n_params(self) -> int:
+        return sum(math.prod(s) for s in self.param_shapes().values())
+
+    def build_module(self) -> CNN:
+        return CNN(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}}
+
+
+class CNN(nn.Module):
+    """Reference single-model CNN (state_dict keys `layers.<i>.weight`, `fc.weight`, as in CNN Wild Park)."""
+
+    def __init__(self, spec: CNNSpec = CNNSpec()) -> None:
+        super().__init__()
+        self.spec = spec
+        c_in = (spec.in_channels, *spec.channels[:-1])
+        self.layers = nn.ModuleList(nn.Conv2d(a, b, k, stride=s, padding=p) for a, b, k, s, p in
+                                    zip(c_in, spec.channels, spec.kernel_size, spec.stride, spec.padding))
+        self.fc = nn.Linear(spec.channels[-1], spec.out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spec, kept = self.spec, {}
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            r = spec.residual[i]
+            if r >= 0:
+                ch = min(spec.channels[r], spec.channels[i])
+                x = torch.cat([x[:, :ch] + kept[r][:, :ch], x[:, ch:]], dim=1)
+            x = CNN_ACTIVATIONS[spec.activation[i]](x)
+            kept[i] = x
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def cnn_forward(spec: CNNSpec, params: Mapping[str, torch.Tensor], x: torch.Tensor,
+                after_activation: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """x: shared [P, C, H, W] or per-model [M, P, C, H, W] → logits [M, P, K].
+
+    The M models become the groups of one grouped convolution: activations live as [P, M·channels, H, W].
+    `after_activation(i, h)` (training only, e.g. the zoo builder's per-model dropout) transforms layer i's
+    activations h [P, M·O, H', W'].
+    """
+    m = params["fc.weight"].shape[0]
+    if x.dim() == 4:  # shared inputs: the first layer is one ordinary convolution with all models' filters
+        h, groups = x, 1
+    else:
+        p = x.shape[1]
+        h, groups = x.transpose(0, 1).reshape(p, m * spec.in_channels, *x.shape[3:]), m  # [P, M·C, H, W]
+    kept: dict[int, torch.Tensor] = {}
+    for i in range(spec.n_layers):
+        w = params[f"layers.{i}.weight"]  # [M, O, C, k, k]
+        b = params[f"layers.{i}.bias"]  # [M, O]
+        h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride=spec.stride[i], padding=spec.padding[i],
+                     groups=groups)  # [P, M·O, H', W']
+        groups = m
+        r = spec.residual[i]
+        if r >= 0:
+            ch = min(spec.channels[r], spec.channels[i])
+            h5, k5 = h.unflatten(1, (m, -1)), kept[r].unflatten(1, (m, -1))  # [P, M, O, H, W]
+            h = torch.cat([h5[:, :, :ch] + k5[:, :, :ch], h5[:, :, ch:]], dim=2).flatten(1, 2)
+        h = CNN_ACTIVATIONS[spec.activation[i]](h)
+        if after_activation is not None:
+            h = after_activation(i, h)
+        if i in spec.residual:
+            kept[i] = h
+    pooled = h.mean(dim=(2, 3)).unflatten(1, (m, -1))  # [P, M, O]
+    return torch.einsum("pmi,moi->mpo", pooled, params["fc.weight"]) + params["fc.bias"][:, None, :]  # [M, P, K]

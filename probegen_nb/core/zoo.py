@@ -1,0 +1,220 @@
+"""The zoo type: M models of one architecture as stacked tensors [M, …] plus a table row per model, validated
+once where it is built; `MixedZoo` for several architectures with the same inputs and outputs.
+
+The folder format lives in `zoo_io`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from probegen_nb.core.arch.registry import ArchSpec
+
+SPLITS = ("train", "val", "test")
+
+
+class ZooFormatError(ValueError):
+    """A zoo folder that does not follow the format; the message names the folder, file and first bad model."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the zoo's models are labelled with: a class (`n_classes` set) or a scalar to regress."""
+
+    label_column: str = "label"
+    n_classes: int | None = 10  # None for scalar labels (e.g. test accuracy)
+
+    @property
+    def is_classification(self) -> bool:
+        return self.n_classes is not None
+
+
+@dataclass(frozen=True)
+class Zoo:
+    """M models of one architecture: stacked parameters [M, …] plus one table row per model."""
+
+    spec: ArchSpec
+    params: dict[str, torch.Tensor]
+    table: pd.DataFrame
+    task: Task = Task()
+    info: dict[str, Any] = field(default_factory=dict)  # recipe, seed, software versions
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """[M] int64 class ids or float32 scalars, per the task."""
+        col = self.table[self.task.label_column].to_numpy()
+        return torch.tensor(col, dtype=torch.int64 if self.task.is_classification else torch.float32)  # a copy
+
+    def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> Zoo:
+        """Models at the given row positions, in that order."""
+        idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        return Zoo(self.spec, {k: v[idx.to(v.device)] for k, v in self.params.items()},
+                   self.table.iloc[idx.numpy()].reset_index(drop=True), self.task, self.info)
+
+    def split(self, name: str) -> Zoo:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+        return self.subset(np.flatnonzero(self.table["split"].to_numpy() == name))
+
+    def to(self, device: torch.device | str) -> Zoo:
+        return Zoo(self.spec, {k: v.to(device) for k, v in self.params.items()}, self.table, self.task, self.info)
+
+    def model_params(self, i: int) -> dict[str, torch.Tensor]:
+        """One model's state_dict, loadable into `spec.build_module()`."""
+        return {k: v[i] for k, v in self.params.items()}
+
+    @property
+    def specs(self) -> tuple[ArchSpec, ...]:
+        return (self.spec,)
+
+    def parts(self, index: torch.Tensor) -> list[Part]:
+        """The models at row positions `index` as (spec, params [B, …], positions in `index`) batches."""
+        return [(self.spec, {k: v[index] for k, v in self.params.items()}, None)]
+
+
+Part = tuple[ArchSpec, dict[str, torch.Tensor], "torch.Tensor | None"]  # positions None: all, in order
+
+
+@dataclass(frozen=True)
+class MixedZoo:
+    """Models of several architectures with the same input and output shapes (e.g. relu and tanh CNNs, or
+    CNN Wild Park): one homogeneous `Zoo` per architecture, so each group still runs as one batched forward.
+    Row positions index the concatenation of the groups' tables, in group order."""
+
+    groups: tuple[Zoo, ...]
+    task: Task = Task()
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.groups:
+            raise ValueError("a MixedZoo needs at least one architecture group")
+        first = self.groups[0].spec
+        for g, zoo in enumerate(self.groups):
+            if zoo.spec.input_shape != first.input_shape or zoo.spec.out_dim != first.out_dim:
+                raise ZooFormatError(f"arch {g}: inputs {zoo.spec.input_shape} → {zoo.spec.out_dim} outputs differ "
+                                     f"from arch 0's {first.input_shape} → {first.out_dim}")
+            if zoo.task != self.task:
+                raise ZooFormatError(f"arch {g}: task {zoo.task} differs from the zoo's {self.task}")
+        table = pd.concat([z.table.assign(arch=g) for g, z in enumerate(self.groups)], ignore_index=True)
+        if table["model_id"].duplicated().any():
+            raise ZooFormatError(f"duplicate model_id {table['model_id'][table['model_id'].duplicated()].iloc[0]} "
+                                 f"across architecture groups")
+        object.__setattr__(self, "_table", table)
+        object.__setattr__(self, "_group", torch.tensor(table["arch"].to_numpy()))
+        object.__setattr__(self, "_row", torch.cat([torch.arange(len(z)) for z in self.groups]))
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return self._table  # type: ignore[attr-defined]
+
+    @property
+    def specs(self) -> tuple[ArchSpec, ...]:
+        return tuple(z.spec for z in self.groups)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.cat([z.labels for z in self.groups])
+
+    def parts(self, index: torch.Tensor) -> list[Part]:
+        group = self._group.to(index.device)[index]  # type: ignore[attr-defined]
+        row = self._row.to(index.device)[index]  # type: ignore[attr-defined]
+        out: list[Part] = []
+        for g in torch.unique(group).tolist():
+            positions = (group == g).nonzero().squeeze(1)
+            zoo = self.groups[g]
+            out.append((zoo.spec, {k: v[row[positions].to(v.device)] for k, v in zoo.params.items()}, positions))
+        return out
+
+    def split(self, name: str) -> MixedZoo:
+        return MixedZoo(tuple(z.split(name) for z in self.groups), self.task, self.info)
+
+    def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> MixedZoo:
+        """Models at the given row positions, grouped by architecture (order within each group kept)."""
+        idx = np.asarray(index, dtype=np.int64)
+        group, row = self._group.numpy()[idx], self._row.numpy()[idx]  # type: ignore[attr-defined]
+        return MixedZoo(tuple(z.subset(row[group == g]) for g, z in enumerate(self.groups)), self.task, self.info)
+
+    def to(self, device: torch.device | str) -> MixedZoo:
+        return MixedZoo(tuple(z.to(device) for z in self.groups), self.task, self.info)
+
+
+AnyZoo = Zoo | MixedZoo
+
+
+def validate(zoo: Zoo, where: str = "zoo") -> None:
+    """Check shapes against the spec, finiteness, row count, splits and labels; raise on the first problem."""
+    err = lambda file, msg: ZooFormatError(f"{where}: {file}: {msg}")
+    expected = zoo.spec.param_shapes()
+    missing = sorted(set(expected) - set(zoo.params))
+    extra = sorted(set(zoo.params) - set(expected))
+    if missing or extra:
+        raise err("weights.safetensors", f"parameter names differ from {type(zoo.spec).__name__}: missing {missing}, "
+                                         f"unexpected {extra}")
+    m = len(zoo.table)
+    for name, shape in expected.items():
+        got = tuple(zoo.params[name].shape)
+        if got != (m, *shape):
+            raise err("weights.safetensors", f"{name!r} has shape {got}, expected {(m, *shape)} "
+                                             f"(models.csv has {m} rows)")
+    ids = zoo.table["model_id"].to_numpy() if "model_id" in zoo.table else None
+    name_of = lambda row: f"model_id {ids[row]} (row {row})" if ids is not None else f"row {row}"
+    for name in expected:
+        bad = ~torch.isfinite(zoo.params[name].flatten(1)).all(dim=1)
+        if bad.any():
+            row = int(bad.nonzero()[0, 0])
+            raise err("weights.safetensors", f"non-finite value in {name!r} of {name_of(row)}")
+    for col in ("model_id", "split", zoo.task.label_column):
+        if col not in zoo.table:
+            raise err("models.csv", f"missing column {col!r}")
+    if zoo.table["model_id"].duplicated().any():
+        row = int(np.flatnonzero(zoo.table["model_id"].duplicated().to_numpy())[0])
+        raise err("models.csv", f"duplicate {name_of(row)}")
+    bad_split = ~zoo.table["split"].isin(SPLITS).to_numpy()
+    if bad_split.any():
+        row = int(np.flatnonzero(bad_split)[0])
+        raise err("models.csv", f"unknown split {zoo.table['split'].iloc[row]!r} of {name_of(row)}; "
+                                f"expected one of {SPLITS}")
+    labels = pd.to_numeric(zoo.table[zoo.task.label_column], errors="coerce").to_numpy(dtype=np.float64)
+    n = zoo.task.n_classes
+    bad_label = ~np.isfinite(labels)
+    if n is not None:
+        bad_label |= (labels < 0) | (labels >= n) | (labels != np.round(labels))
+    if bad_label.any():
+        row = int(np.flatnonzero(bad_label)[0])
+        rng = f" outside [0, {n})" if n is not None else " is not a finite number"
+        value = zoo.table[zoo.task.label_column].iloc[row]
+        value = value.item() if isinstance(value, np.generic) else value  # quote 10, not np.int64(10)
+        raise err("models.csv", f"{zoo.task.label_column} {value!r} of {name_of(row)}{rng}")
+
+
+def stack_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]], spec: ArchSpec,
+                      names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """Stack per-model state_dicts into zoo parameters, checking each against the spec (error names the item)."""
+    expected = spec.param_shapes()
+    for i, sd in enumerate(state_dicts):
+        item = names[i] if names is not None else f"model {i}"
+        if set(sd) != set(expected):
+            raise ZooFormatError(f"{item}: parameter names {sorted(sd)} differ from {sorted(expected)}")
+        for k, shape in expected.items():
+            if not isinstance(sd[k], torch.Tensor):
+                raise ZooFormatError(f"{item}: {k!r} is a {type(sd[k]).__name__}, not a tensor")
+            if tuple(sd[k].shape) != shape:
+                raise ZooFormatError(f"{item}: {k!r} has shape {tuple(sd[k].shape)}, expected {shape}")
+            if not torch.isfinite(sd[k]).all():
+                raise ZooFormatError(f"{item}: non-finite value in {k!r}")
+    return {k: torch.stack([sd[k].float() for sd in state_dicts]) for k in expected}

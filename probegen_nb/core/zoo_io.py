@@ -1,0 +1,148 @@
+"""The zoo folder format: what `save_zoo` writes and `load_zoo` reads.
+
+A zoo folder holds
+- `weights.safetensors`: one tensor per parameter, keyed as in the architecture's reference state_dict, stacked
+  along a leading model axis [M, *shape];
+- `models.csv`: one row per model: `model_id`, `split`, the label column(s) and provenance;
+- `zoo.json`: the architecture spec, the task (label column, number of classes), the format version and how the
+  zoo was built.
+Loading never executes code, validates everything once, and raises `ZooFormatError` naming the folder, the file
+and the first offending model. Saving writes a sibling temp folder and renames it, so nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from probegen_nb.core.arch.registry import ArchSpec, spec_from_dict
+from probegen_nb.core.zoo import AnyZoo, MixedZoo, Task, Zoo, ZooFormatError
+
+FORMAT = "probegen-zoo"
+
+
+FORMAT_VERSION = 1
+
+
+FILES = ("weights.safetensors", "models.csv", "zoo.json")
+
+
+def save_zoo(zoo: AnyZoo, folder: str | Path, overwrite: bool = False) -> Path:
+    """Write the three files into a temp sibling folder, then rename it into place.
+
+    A MixedZoo stores `archs` (one spec per group) in zoo.json, an `arch` column in models.csv and its tensors
+    as `arch<g>.<name>` in weights.safetensors."""
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise FileExistsError(f"{folder} exists; pass overwrite=True to replace it")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would make the zoo private to its builder
+    try:
+        if isinstance(zoo, MixedZoo):
+            tensors = {f"arch{g}.{k}": v for g, z in enumerate(zoo.groups) for k, v in z.params.items()}
+            arch: dict[str, Any] = {"archs": [z.spec.to_dict() for z in zoo.groups]}
+        else:
+            tensors, arch = zoo.params, {"arch": zoo.spec.to_dict()}
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / "weights.safetensors",
+                  metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+        zoo.table.to_csv(tmp / "models.csv", index=False)
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "n_models": len(zoo), **arch,
+                "task": {"label_column": zoo.task.label_column, "n_classes": zoo.task.n_classes},
+                "build": zoo.info}
+        (tmp / "zoo.json").write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+        for f in tmp.iterdir():
+            f.chmod(0o644)  # safetensors writes 0600; a zoo is data to share
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def load_zoo(folder: str | Path, device: str | torch.device = "cpu") -> AnyZoo:
+    """Read and validate a zoo folder. Never executes code from it."""
+    folder = Path(folder)
+    err = lambda file, msg: ZooFormatError(f"zoo {folder}: {file}: {msg}")
+    if not folder.is_dir():
+        raise ZooFormatError(f"zoo {folder}: no such folder")
+    for f in FILES:
+        if not (folder / f).is_file():
+            raise err(f, "missing file")
+    try:
+        meta = json.loads((folder / "zoo.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise err("zoo.json", f"not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise err("zoo.json", f"expected a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise err("zoo.json", f"format {meta.get('format')!r} version {meta.get('format_version')!r}, expected "
+                              f"{FORMAT!r} version {FORMAT_VERSION}")
+    try:
+        specs = [spec_from_dict(a) for a in meta["archs"]] if "archs" in meta else [spec_from_dict(meta["arch"])]
+        task = Task(**meta.get("task", {}))
+    except (KeyError, TypeError, ValueError) as e:
+        raise err("zoo.json", f"bad architecture or task ({e})") from None
+    try:
+        params = load_file(folder / "weights.safetensors", device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise err("weights.safetensors", f"unreadable, truncated or corrupt ({e})") from None
+    try:
+        table = pd.read_csv(folder / "models.csv", keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise err("models.csv", f"unreadable ({e})") from None
+    try:
+        if "archs" in meta:
+            zoo: AnyZoo = _mixed_from_files(specs, params, table, task, meta.get("build", {}))
+        else:
+            zoo = Zoo(specs[0], params, table, task, meta.get("build", {}))
+    except ZooFormatError as e:
+        raise ZooFormatError(f"zoo {folder}: " + str(e).removeprefix("zoo: ")) from None
+    if meta.get("n_models") not in (None, len(zoo)):
+        raise err("zoo.json", f"n_models {meta['n_models']} but models.csv has {len(zoo)} rows")
+    return zoo.to(device) if str(device) != "cpu" else zoo
+
+
+def _mixed_from_files(specs: list[ArchSpec], params: dict[str, torch.Tensor], table: pd.DataFrame, task: Task,
+                      info: dict[str, Any]) -> MixedZoo:
+    if "arch" not in table:
+        raise ZooFormatError("models.csv: missing column 'arch' (zoo.json lists several architectures)")
+    bad = ~table["arch"].isin(range(len(specs)))
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ZooFormatError(f"models.csv: arch {table['arch'].iloc[row].item()!r} of row {row} is not one of the "
+                             f"{len(specs)} architectures in zoo.json")
+    groups = []
+    for g, spec in enumerate(specs):
+        prefix = f"arch{g}."
+        sub = table[table["arch"] == g].drop(columns="arch").reset_index(drop=True)
+        tensors = {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
+        try:
+            groups.append(Zoo(spec, tensors, sub, task, info))
+        except ZooFormatError as e:
+            raise ZooFormatError(str(e).replace("weights.safetensors: ", f"weights.safetensors: arch {g}: ", 1)
+                                 ) from None
+    return MixedZoo(tuple(groups), task, info)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return None if math.isnan(o) else float(o)
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

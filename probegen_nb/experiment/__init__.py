@@ -1,0 +1,1 @@
+"""Runs: the run config, training, evaluation, and run folders read back."""

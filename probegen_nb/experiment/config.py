@@ -1,0 +1,45 @@
+"""What one run depends on, as one frozen dataclass: the paper's protocol by default, `config.json` in the run folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from probegen_nb.probes.coords import ProbeGenConfig
+from probegen_nb.probes.registry import ProbeConfig, probe_config_from_dict, probe_config_to_dict
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run depends on; the paper's protocol by default."""
+
+    zoo_dir: str = "../data/zoos/mnist-inr-small"  # zoo folder (ignored when a Zoo is passed to train())
+    probes: ProbeConfig = field(default_factory=ProbeGenConfig)  # the probe source variant
+    n_probes: int = 128  # Q: the paper uses 64 and 128
+    epochs: int = 30  # passes over the train split
+    lr: float = 3e-4  # Adam, cosine-annealed to 0 over all steps
+    batch_size: int = 32  # models per step
+    hidden: int = 256  # predictor width
+    n_hidden: int = 4  # predictor's [Linear(hidden→hidden), ReLU] blocks after the first layer
+    weight_decay: float = 0.0  # Adam L2 on the predictor
+    generator_weight_decay: float = 0.0  # Adam L2 on the probe source's parameters (an ablation)
+    max_train_models: int | None = None  # use only the first N train models (data-size ablations, smoke runs)
+    seed: int = 0  # seeds init, probe sampling and batch order
+    device: str = "auto"  # "auto": cuda > mps > cpu
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["probes"] = probe_config_to_dict(self.probes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown RunConfig fields {unknown}; known: {sorted(names)}")
+        d = dict(d)
+        if isinstance(d.get("probes"), dict):
+            d["probes"] = probe_config_from_dict(d["probes"])
+        return cls(**d)

@@ -1,0 +1,108 @@
+"""Finished run folders, loaded back: the config, the best-validation probing model, its probe snapshots, metrics.
+
+`train()` writes a run folder; the probe explorer (notebook 04) and anything else that looks at a run after the kernel
+that trained it has gone reads it back through `load_run`. A notebook's output folder usually holds several runs
+(00: probegen/vanilla/uniform, 03: probegen/vanilla/dead-leaves): `find_runs` lists them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from probegen_nb.core.zoo import AnyZoo
+from probegen_nb.core.zoo_io import load_zoo
+from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.train import build_model
+from probegen_nb.methods.probing import ProbingModel
+
+RUN_FILES = ("config.json", "metrics.json", "best.safetensors", "probes.safetensors")
+
+
+@dataclass
+class LoadedRun:
+    """A run folder read back; `model` holds the best-validation state (what the run reports) in eval mode."""
+
+    folder: Path
+    config: RunConfig
+    metrics: dict[str, Any]
+    model: ProbingModel
+    zoo: AnyZoo
+    snapshots: torch.Tensor  # [epochs + 1, Q, *input_shape]: the probes at init and after every epoch
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+
+def is_run_folder(path: str | Path) -> bool:
+    return all((Path(path) / f).is_file() for f in RUN_FILES)
+
+
+def find_runs(root: str | Path) -> dict[str, Path]:
+    """{name: folder} of the run folders at `root`: root itself if it is one, else its sub-folders that are."""
+    root = Path(root)
+    if is_run_folder(root):
+        return {root.name: root}
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such run folder")
+    runs = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and is_run_folder(p)}
+    if not runs:
+        raise FileNotFoundError(f"{root}: neither a run folder nor a folder of runs (a run folder holds {RUN_FILES})")
+    return runs
+
+
+def resolve_zoo_dir(zoo_dir: str | Path, search: Sequence[str | Path] = ()) -> Path:
+    """A config's zoo path: as written (absolute, or from the current directory), else from each folder in `search`
+    (a notebook's config names its zoo from the folder the notebook ran in)."""
+    path = Path(zoo_dir)
+    for candidate in (path, *(Path(s) / path for s in search)):
+        if (candidate / "zoo.json").is_file():
+            return candidate.resolve()
+    tried = ", ".join(str(s) for s in (Path.cwd(), *search))
+    raise FileNotFoundError(f"zoo folder {zoo_dir} (from the run's config.json) not found from {tried}; pass the "
+                            f"zoo to load_run(..., zoo=...) or the folder its path is relative to as zoo_search")
+
+
+def load_run(folder: str | Path, zoo: AnyZoo | None = None, device: str | torch.device = "cpu",
+             zoo_search: Sequence[str | Path] = ()) -> LoadedRun:
+    """Read a run folder; `zoo` (the one it was trained on) defaults to the zoo named in its config.json, found
+    as `resolve_zoo_dir` says."""
+    folder = Path(folder)
+    missing = [f for f in RUN_FILES if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: not a finished run folder, missing {missing}")
+    config = RunConfig.from_dict(_read_json(folder / "config.json"))
+    metrics = _read_json(folder / "metrics.json")
+    zoo = (zoo if zoo is not None else load_zoo(resolve_zoo_dir(config.zoo_dir, zoo_search))).to(device)
+    model = build_model(config, zoo, torch.Generator().manual_seed(config.seed))  # weights replaced just below
+    state = _read_tensors(folder / "best.safetensors")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{folder / 'best.safetensors'} does not fit the run's config.json: {e}") from e
+    snapshots = _read_tensors(folder / "probes.safetensors").get("snapshots")
+    if snapshots is None:
+        raise ValueError(f"{folder / 'probes.safetensors'}: no 'snapshots' tensor")
+    return LoadedRun(folder, config, metrics, model.to(device).eval(), zoo, snapshots)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: unreadable safetensors file ({e})") from e

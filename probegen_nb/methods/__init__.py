@@ -1,0 +1,1 @@
+"""Weight-space learning methods on a zoo: probing (probes → responses → predictor)."""

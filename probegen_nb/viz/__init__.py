@@ -1,0 +1,1 @@
+"""Figures, their export to files (HTML, PNG), and the offline report over executed notebooks."""

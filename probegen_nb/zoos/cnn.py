@@ -1,0 +1,314 @@
+"""Batched CNN zoo builder with the Small CNN Zoo's recipe (Unterthiner et al. 2020): many small CNNs trained at
+once, each with its own hyper-parameters, data subset and optimizer, checkpointed at several steps.
+
+All models of a chunk share one architecture (activation included), so one grouped convolution runs them all;
+per-model learning rates, optimizers, L2, dropout and data subsets are tensors with a leading model axis.
+Chunks are saved as they finish, so a killed build resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from probegen_nb.core.arch.cnn import CNNSpec, cnn_forward
+from probegen_nb.core.device import resolve_device, tune_cpu_allocator
+from probegen_nb.core.jobs import ResumableJob, software_versions
+from probegen_nb.core.zoo import MixedZoo, Task, Zoo
+from probegen_nb.core.zoo_io import save_zoo
+from probegen_nb.zoos.data import ImageDataset
+
+INITS = ("he_normal", "glorot_normal", "orthogonal", "normal", "truncated_normal")
+
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+TRAIN_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class CNNZooRecipe:
+    """How each CNN is trained and labelled. Fewer steps than the public zoo (86 epochs), same hyper-parameters."""
+
+    steps: int = 1800  # optimizer steps per model
+    batch_size: int = 32  # images per model per step
+    checkpoints: tuple[int, ...] = (50, 300, 900, 1800)  # steps at which a checkpoint (a zoo row) is kept
+    n_eval: int = 2000  # test images (and own-subset train images) used for each checkpoint's accuracy labels
+    activations: tuple[str, ...] = ("relu", "tanh")  # sampled per model
+
+
+def sample_hparams(n: int, seed: int, recipe: CNNZooRecipe = CNNZooRecipe()) -> pd.DataFrame:
+    """Per-model hyper-parameters drawn as in the Small CNN Zoo: activation, initialiser and its std, bias init,
+    log-uniform learning rate and L2, optimizer, dropout, train fraction."""
+    rng = np.random.default_rng(seed)
+    log_uniform = lambda lo, hi: np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+    return pd.DataFrame({
+        "run": np.arange(n),
+        "activation": rng.choice(recipe.activations, n),
+        "init": rng.choice(INITS, n),
+        "init_std": log_uniform(1e-3, 0.5),  # used by the normal and truncated-normal initialisers
+        "bias_init": rng.choice(["zeros", "ones"], n, p=[0.8, 0.2]),
+        "optimizer": rng.choice(OPTIMIZERS, n),
+        "lr": log_uniform(5e-4, 5e-2),
+        "l2": log_uniform(1e-8, 1e-2),
+        "dropout": rng.uniform(0.0, 0.5, n),
+        "train_fraction": rng.choice(TRAIN_FRACTIONS, n),
+    })
+
+
+def init_cnn_params(spec: CNNSpec, hp: pd.DataFrame, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Stacked initial weights, each model with its own initialiser (fan-in/out computed per layer)."""
+    m = len(hp)
+    std = torch.tensor(hp["init_std"].to_numpy(), dtype=torch.float32)
+    params = {}
+    for name, shape in spec.param_shapes().items():
+        if name.endswith("bias"):
+            ones = torch.tensor((hp["bias_init"] == "ones").to_numpy(), dtype=torch.float32)
+            params[name] = ones[:, None].expand(m, *shape).clone()
+            continue
+        fan_in = math.prod(shape[1:])
+        fan_out = shape[0] * math.prod(shape[2:])
+        z = torch.randn(m, *shape, generator=generator)
+        out = torch.empty(m, *shape)
+        for kind in INITS:  # one vectorised draw per initialiser kind, not per model
+            sel = torch.tensor((hp["init"] == kind).to_numpy())
+            if not sel.any():
+                continue
+            if kind == "he_normal":
+                out[sel] = z[sel] * math.sqrt(2 / fan_in)
+            elif kind == "glorot_normal":
+                out[sel] = z[sel] * math.sqrt(2 / (fan_in + fan_out))
+            elif kind == "normal":
+                out[sel] = z[sel] * std[sel].view(-1, *[1] * len(shape))
+            elif kind == "truncated_normal":
+                out[sel] = z[sel].clamp(-2, 2) * std[sel].view(-1, *[1] * len(shape))
+            else:  # orthogonal: orthonormal rows (or columns, when there are more rows) of the flattened kernel
+                flat = z[sel].flatten(2)  # [k, out, fan_in]
+                if shape[0] <= fan_in:
+                    w = torch.linalg.qr(flat.transpose(1, 2)).Q.transpose(1, 2)
+                else:
+                    w = torch.linalg.qr(flat).Q
+                out[sel] = w.reshape(-1, *shape)
+        params[name] = out
+    return params
+
+
+def images_to_inputs(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W] or [N, H, W, C] → float [N, C, 32, 32] in [-1, 1], 28×28 images zero-padded to 32×32."""
+    x = torch.as_tensor(images)
+    x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    x = x.float() / 127.5 - 1
+    if x.shape[-1] == 28:
+        x = F.pad(x, (2, 2, 2, 2), value=-1.0)
+    return x.contiguous()
+
+
+class PerModelOptimizer:
+    """Adam, SGD or RMSprop chosen per model, each with its own learning rate, applied as masked elementwise updates
+    (every rule is computed for every model: parameters are tiny next to the activations)."""
+
+    def __init__(self, params: list[torch.Tensor], kinds: np.ndarray, lr: torch.Tensor) -> None:
+        self.params, self.lr, self.t = params, lr, 0
+        self.is_adam = torch.tensor(kinds == "adam", device=lr.device)
+        self.is_rms = torch.tensor(kinds == "rmsprop", device=lr.device)
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    @torch.no_grad()
+    def step(self, grads: tuple[torch.Tensor, ...]) -> None:
+        self.t += 1
+        b1, b2, rho, eps = 0.9, 0.999, 0.9, 1e-7  # Keras defaults, as in the public zoo
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            view = (-1,) + (1,) * (p.dim() - 1)
+            adam, rms = self.is_adam.view(view), self.is_rms.view(view)
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.copy_(torch.where(adam, b2 * v + (1 - b2) * g * g, rho * v + (1 - rho) * g * g))
+            adam_step = (m / (1 - b1**self.t)) / ((v / (1 - b2**self.t)).sqrt() + eps)
+            rms_step = g / (v.sqrt() + eps)
+            p.sub_(self.lr.view(view) * torch.where(adam, adam_step, torch.where(rms, rms_step, g)))
+
+
+def train_cnns(spec: CNNSpec, hp: pd.DataFrame, train_x: torch.Tensor, train_y: torch.Tensor,
+               test_x: torch.Tensor, test_y: torch.Tensor, recipe: CNNZooRecipe, generator: torch.Generator,
+               device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """Train len(hp) CNNs of one architecture at once; return one dict per checkpoint step with the stacked
+    params [M, …] and the labels `test_acc`, `train_acc` [M]."""
+    m, n_train = len(hp), len(train_x)
+    if device.type == "cpu":
+        tune_cpu_allocator()
+    params = [v.to(device).requires_grad_() for v in init_cnn_params(spec, hp, generator).values()]
+    names = list(spec.param_shapes())
+    lr = torch.tensor(hp["lr"].to_numpy(), dtype=torch.float32, device=device)
+    l2 = torch.tensor(hp["l2"].to_numpy(), dtype=torch.float32, device=device)
+    dropout = torch.tensor(hp["dropout"].to_numpy(), dtype=torch.float32, device=device)
+    opt = PerModelOptimizer(params, hp["optimizer"].to_numpy(), lr)
+    drop = per_model_dropout(spec, dropout, generator)
+    subset_size = torch.tensor(np.round(hp["train_fraction"].to_numpy() * n_train), device=device)
+    order = torch.stack([torch.randperm(n_train, generator=generator) for _ in range(m)]).to(device)  # [M, N]
+    eval_test = torch.randperm(len(test_x), generator=generator)[: recipe.n_eval].to(device)
+    eval_pos = (torch.rand(m, recipe.n_eval, generator=generator).to(device) * subset_size[:, None]).long()
+    eval_train = torch.gather(order, 1, eval_pos)  # [M, n_eval] images from each model's own subset
+    weights = [i for i, k in enumerate(names) if k.endswith("weight")]
+    checkpoints = []
+    for step in range(1, recipe.steps + 1):
+        pos = (torch.rand(m, recipe.batch_size, generator=generator).to(device) * subset_size[:, None]).long()
+        idx = torch.gather(order, 1, pos)  # [M, B] each model's minibatch from its own subset
+        logits = cnn_forward(spec, dict(zip(names, params)), train_x[idx], after_activation=drop)  # [M, B, 10]
+        ce = F.cross_entropy(logits.flatten(0, 1), train_y[idx].flatten(), reduction="none").view(m, -1).mean(1)
+        reg = sum((params[i] ** 2).flatten(1).sum(1) for i in weights)
+        loss = (ce + l2 * reg).sum()  # per-model losses: each model's gradient is its own
+        opt.step(torch.autograd.grad(loss, params))
+        if step in recipe.checkpoints:
+            with torch.no_grad():
+                ps = {k: p.detach().clone() for k, p in zip(names, params)}
+                test_acc = _accuracy(spec, ps, test_x[eval_test], test_y[eval_test])
+                train_acc = _accuracy(spec, ps, train_x[eval_train], train_y[eval_train])
+            checkpoints.append({"step": step, "params": {k: v.cpu() for k, v in ps.items()},
+                                "test_acc": test_acc.cpu(), "train_acc": train_acc.cpu()})
+    return checkpoints
+
+
+def per_model_dropout(spec: CNNSpec, rates: torch.Tensor,
+                      generator: torch.Generator | None) -> Callable[[int, torch.Tensor], torch.Tensor]:
+    """The `after_activation` hook of `cnn_forward` that drops each model's conv activations with its own rate
+    (rates [M]), as the Small CNN Zoo's dropout after every convolution. Zoo training only, never probing."""
+    return lambda i, h: _dropout(h, rates.repeat_interleave(spec.channels[i])[None, :, None, None], generator)
+
+
+def _dropout(h: torch.Tensor, rate: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Inverted dropout with a rate per channel (rates quantised to 1/256). Random bytes come eight to an int64
+    draw: the random number generator, not the arithmetic, is what dropout costs on a CPU."""
+    n = h.numel()
+    bits = torch.randint(-2**63, 2**63 - 1, ((n + 7) // 8,), dtype=torch.int64, generator=generator, device="cpu")
+    u8 = bits.view(torch.uint8)[:n].view(h.shape).to(h.device)  # uniform in 0..255
+    threshold = (rate * 256).round().clamp(0, 255).to(torch.uint8)
+    return torch.where(u8 >= threshold, h / (1 - threshold.float() / 256), 0.0)
+
+
+@torch.no_grad()
+def _accuracy(spec: CNNSpec, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+              chunk: int = 500) -> torch.Tensor:
+    """[M] accuracies; x shared [N, C, H, W] with y [N], or per-model [M, N, C, H, W] with y [M, N]."""
+    n = x.shape[-4]
+    correct = 0
+    for s in range(0, n, chunk):
+        xs = x[s:s + chunk] if x.dim() == 4 else x[:, s:s + chunk]
+        ys = y[s:s + chunk] if y.dim() == 1 else y[:, s:s + chunk]
+        pred = cnn_forward(spec, params, xs).argmax(-1)  # [M, n]
+        correct = correct + (pred == ys).float().sum(-1)
+    return correct / n
+
+
+def sample_wild_park_specs(n: int, seed: int, in_channels: int = 3, depths: tuple[int, ...] = (2, 3, 4, 5),
+                           channels: tuple[int, ...] = (4, 8, 16, 32), kernels: tuple[int, ...] = (3, 5, 7),
+                           activations: tuple[str, ...] = ("relu", "gelu", "tanh", "sigmoid", "leaky_relu", "none"),
+                           residual_prob: float = 0.5) -> list[CNNSpec]:
+    """`n` distinct CNN Wild Park architectures: depth, per-layer channels, odd kernels (stride 1, 'same' padding),
+    per-layer activations, and residual links from an earlier, non-adjacent layer with probability `residual_prob`."""
+    rng = np.random.default_rng(seed)
+    specs: list[CNNSpec] = []
+    while len(specs) < n:
+        depth = int(rng.choice(depths))
+        ks = tuple(int(k) for k in rng.choice(kernels, depth))
+        residual = tuple([-1] + [int(rng.integers(0, i - 1)) if i >= 2 and rng.random() < residual_prob else -1
+                                 for i in range(1, depth)])
+        spec = CNNSpec(in_channels, tuple(int(c) for c in rng.choice(channels, depth)), ks, 1,
+                       tuple(k // 2 for k in ks), tuple(str(a) for a in rng.choice(activations, depth)), residual)
+        if spec not in specs:
+            specs.append(spec)
+    return specs
+
+
+def build_cnn_zoo(dataset: ImageDataset, out_dir: str | Path, n_runs: int, recipe: CNNZooRecipe = CNNZooRecipe(),
+                  split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2), chunk_size: int = 32,
+                  seed: int = 0, device: str | torch.device = "auto", overwrite: bool = False,
+                  architectures: list[CNNSpec] | None = None) -> MixedZoo:
+    """Train `n_runs` CNNs, keep `recipe.checkpoints` per run, and write a mixed zoo with one group per architecture.
+
+    By default the Small CNN Zoo's architecture with the activation drawn per run (a group per activation); with
+    `architectures` (e.g. `sample_wild_park_specs`), each run gets one of them at random (a CNN Wild Park-style zoo).
+    Splits are by run, so no run has checkpoints on both sides. Labels per row: `test_acc`, `train_acc`, `gap`
+    (train − test), with provenance `run`, `step`, `epoch` and the hyper-parameters."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists; pass overwrite=True to rebuild it")
+    dev = resolve_device(device)
+    hp = sample_hparams(n_runs, seed, recipe)
+    rng = np.random.default_rng(seed + 1)
+    n_train_runs, n_val_runs = int(split_fractions[0] * n_runs), int(split_fractions[1] * n_runs)
+    hp["split"] = np.array(["train"] * n_train_runs + ["val"] * n_val_runs +
+                           ["test"] * (n_runs - n_train_runs - n_val_runs))[rng.permutation(n_runs)]
+    train_x, test_x = images_to_inputs(dataset.train_images).to(dev), images_to_inputs(dataset.test_images).to(dev)
+    train_y = torch.as_tensor(dataset.train_labels).to(dev)
+    test_y = torch.as_tensor(dataset.test_labels).to(dev)
+    in_channels = train_x.shape[1]
+    if architectures is None:  # Small CNN Zoo: the architecture differs only by the run's activation
+        acts = sorted(hp["activation"].unique())
+        specs = [CNNSpec.small_cnn_zoo(in_channels, a) for a in acts]
+        hp["arch"] = hp["activation"].map({a: i for i, a in enumerate(acts)})
+    else:
+        bad = [s for s in architectures if s.input_shape != tuple(train_x.shape[1:])]
+        if bad:
+            raise ValueError(f"architecture input {bad[0].input_shape} does not fit {dataset.name} images "
+                             f"{tuple(train_x.shape[1:])}")
+        used = np.unique(rng.integers(len(architectures), size=n_runs), return_inverse=True)
+        specs, hp["arch"] = [architectures[i] for i in used[0]], used[1]
+        hp["activation"] = ["-".join(specs[a].activation) for a in hp["arch"]]
+
+    job = ResumableJob(out_dir, {"n_runs": n_runs, "recipe": asdict(recipe), "seed": seed, "chunk_size": chunk_size,
+                                 "dataset": dataset.name, "split_fractions": list(split_fractions),
+                                 "architectures": [s.to_dict() for s in specs]})
+
+    t0 = time.perf_counter()
+    chunks = [(arch, rows[i:i + chunk_size]) for arch, rows in hp.groupby("arch", sort=True).groups.items()
+              for i in range(0, len(rows), chunk_size)]
+    bar = tqdm(total=n_runs, desc=f"CNN zoo {out_dir.name}", unit="CNN")
+    for c, (arch, rows) in enumerate(chunks):
+        if not job.done(c):
+            spec = specs[arch]
+            cps = train_cnns(spec, hp.loc[rows].reset_index(drop=True), train_x, train_y, test_x, test_y, recipe,
+                             torch.Generator().manual_seed(seed * 100_003 + c), dev)
+            tensors = {f"step{cp['step']}.{k}": v for cp in cps for k, v in
+                       {**cp["params"], "test_acc": cp["test_acc"], "train_acc": cp["train_acc"]}.items()}
+            job.save(c, tensors)
+        bar.update(len(rows))
+    bar.close()
+
+    groups, model_id = [], 0
+    for arch, spec in enumerate(specs):
+        parts_params, parts_rows = [], []
+        for c, (a, rows) in enumerate(chunks):
+            if a != arch:
+                continue
+            t = job.load(c)
+            for step in recipe.checkpoints:
+                parts_params.append({k: t[f"step{step}.{k}"] for k in spec.param_shapes()})
+                rows_df = hp.loc[rows].drop(columns="arch").reset_index(drop=True)
+                rows_df["step"] = step
+                rows_df["epoch"] = step * recipe.batch_size / np.round(rows_df["train_fraction"] * len(train_x))
+                rows_df["test_acc"] = t[f"step{step}.test_acc"].numpy()
+                rows_df["train_acc"] = t[f"step{step}.train_acc"].numpy()
+                parts_rows.append(rows_df)
+        table = pd.concat(parts_rows, ignore_index=True)
+        table["gap"] = table["train_acc"] - table["test_acc"]
+        table.insert(0, "model_id", np.arange(model_id, model_id + len(table)))
+        model_id += len(table)
+        params = {k: torch.cat([p[k] for p in parts_params]) for k in spec.param_shapes()}
+        groups.append(Zoo(spec, params, table, Task("test_acc", None)))
+    info = {"builder": "probegen_nb.zoos.cnn.build_cnn_zoo", "dataset": dataset.name, "data_source": dataset.source,
+            "recipe": asdict(recipe), "seed": seed, "n_runs": n_runs, "device": str(dev),
+            "build_seconds_this_run": round(time.perf_counter() - t0, 1), "software": software_versions()}
+    zoo = MixedZoo(tuple(groups), Task("test_acc", None), info)
+    save_zoo(zoo, out_dir, overwrite=overwrite)
+    job.finish()
+    return zoo

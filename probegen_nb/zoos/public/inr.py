@@ -1,0 +1,58 @@
+"""Converters from the public zoos' distribution formats into the project's zoo format.
+
+Public files are read with `torch.load(weights_only=True)`: tensors and plain containers only, never code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from probegen_nb.core.arch.siren import SirenSpec
+from probegen_nb.core.zoo import SPLITS, Task, Zoo, ZooFormatError, stack_state_dicts
+from probegen_nb.core.zoo_io import save_zoo
+from probegen_nb.zoos.public.layouts import parse_inr_path, resolve_listed_path
+
+
+def convert_dwsnets_inr_zoo(root: str | Path, splits_json: str | Path, out_dir: str | Path,
+                            spec: SirenSpec = SirenSpec(), n_classes: int = 10, overwrite: bool = False) -> Zoo:
+    """DWSNets INR zoo layout (one SIREN state_dict `.pth` per INR, and `{split: {path: [...], label: [...]}}`)
+    → a zoo folder. Paths in the json are resolved against `root`, also when they carry a leading folder that
+    `root` already is. `image_split`/`image_index` come from the `…/<train|test>/model_<i>.pth` file names."""
+    root, splits_json = Path(root), Path(splits_json)
+    try:
+        splits = json.loads(splits_json.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ZooFormatError(f"{splits_json}: unreadable splits file ({e})") from None
+    rows, state_dicts, names = [], [], []
+    entries = [(s, p, lab) for s, e in splits.items() for p, lab in zip(e["path"], e["label"])]
+    for split, rel, label in tqdm(entries, desc="reading INRs", unit="INR"):
+        if split not in SPLITS:
+            raise ZooFormatError(f"{splits_json}: unknown split {split!r}; expected {SPLITS}")
+        path = resolve_listed_path(root, rel)
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise ZooFormatError(f"{splits_json}: {split} INR {rel!r} not found under {root}") from None
+        except Exception as e:  # truncated/corrupt file or a pickle with code in it
+            raise ZooFormatError(f"{path}: unreadable INR ({type(e).__name__}: {e})") from None
+        if not isinstance(sd, dict):
+            raise ZooFormatError(f"{path}: expected a state_dict, got {type(sd).__name__}")
+        image_split, image_index = parse_inr_path(rel, splits_json)
+        rows.append({"model_id": len(rows), "split": split, "label": int(label), "image_split": image_split,
+                     "image_index": image_index, "psnr": float("nan"), "source_path": rel})
+        state_dicts.append(sd)
+        names.append(str(path))
+    params = stack_state_dicts(state_dicts, spec, names)
+    info = {"builder": "probegen_nb.zoos.public.inr.convert_dwsnets_inr_zoo", "source_root": str(root),
+            "splits_json": str(splits_json)}
+    try:
+        zoo = Zoo(spec, params, pd.DataFrame(rows), Task("label", n_classes), info)
+    except ZooFormatError as e:  # name the source file of the offending model
+        raise ZooFormatError(f"{root}: {e}") from None
+    save_zoo(zoo, out_dir, overwrite=overwrite)
+    return zoo
