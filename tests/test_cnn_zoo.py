@@ -2,6 +2,8 @@
 a tiny zoo learns, splits by run, and a killed build resumes."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -125,6 +127,20 @@ def test_hparams_cover_the_recipe() -> None:
     assert set(hp["train_fraction"]) == {0.1, 0.25, 0.5, 1.0}
     assert 5e-4 <= hp["lr"].min() and hp["lr"].max() <= 5e-2
     assert abs(np.log(hp["lr"]).mean() - np.log(np.sqrt(5e-4 * 5e-2))) < 0.1  # log-uniform
+
+
+def test_wild_park_sampler_exhausts_a_small_space_and_refuses_more() -> None:
+    """2 activations over depth 2 (4 architectures) and depth 3 (8, times a link from layer 2 to 0 or none): 20 in
+    all. Asking for all 20 returns them all; asking for 21 must refuse at once, not loop forever (a subprocess with a
+    time limit, so a regression fails instead of hanging the suite)."""
+    space = {"depths": (2, 3), "channels": (4,), "kernels": (3,), "activations": ("relu", "tanh"), "residual_prob": 0.5}
+    assert cz.wild_park_space_size(**space) == 20
+    specs = cz.sample_wild_park_specs(20, seed=0, in_channels=1, **space)
+    assert len(set(specs)) == 20
+    code = ("import probegen_nb.zoos.cnn as cz\n"
+            f"cz.sample_wild_park_specs(21, seed=0, in_channels=1, **{space!r})")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0 and "allow only 20" in res.stderr, res.stderr[-500:]
 
 
 def test_wild_park_specs_are_distinct_and_valid() -> None:

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from probegen_nb.core.arch.cnn import CNNSpec
 from probegen_nb.core.arch.registry import forward, spec_from_dict
@@ -129,6 +130,32 @@ def test_cnn_residual_changes_the_function() -> None:
     x = torch.rand(3, *WILD.input_shape) * 2 - 1
     plain = CNNSpec(**{**WILD.__dict__, "residual": (-1, -1, -1, -1)})
     assert not torch.allclose(forward(WILD, params, x), forward(plain, params, x), atol=1e-4)
+
+
+def wild_by_hand(params: dict[str, torch.Tensor], i: int, x: torch.Tensor, residuals: bool) -> torch.Tensor:
+    """WILD's model i written out layer by layer, independent of CNNSpec's code: layer 2 adds layer 0's output to
+    its first 8 channels, layer 3 adds layer 1's output to its first 12, each before its own activation."""
+    w = lambda k: params[f"layers.{k}.weight"][i]
+    b = lambda k: params[f"layers.{k}.bias"][i]
+    h0 = torch.relu(F.conv2d(x, w(0), b(0), padding=1))  # [P, 8, 32, 32]
+    h1 = F.gelu(F.conv2d(h0, w(1), b(1), padding=2))  # [P, 16, 32, 32]
+    z2 = F.conv2d(h1, w(2), b(2), padding=3)  # [P, 8, 32, 32]
+    h2 = torch.tanh(z2 + h0 if residuals else z2)
+    z3 = F.conv2d(h2, w(3), b(3), padding=1)  # [P, 12, 32, 32]
+    h3 = torch.sigmoid(z3 + h1[:, :12] if residuals else z3)
+    return h3.mean(dim=(2, 3)) @ params["fc.weight"][i].T + params["fc.bias"][i]  # [P, 10]
+
+
+def test_cnn_residuals_match_a_hand_written_forward() -> None:
+    """Both the batched forward and the reference module equal a forward written out by hand with the residual
+    links; the same hand-written forward without them differs (the negative control: the comparison can fail)."""
+    params = cnn_params(WILD, 3)
+    x = torch.rand(4, *WILD.input_shape, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    by_hand = torch.stack([wild_by_hand(params, i, x, residuals=True) for i in range(3)])
+    torch.testing.assert_close(forward(WILD, params, x), by_hand, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(per_model_cnn(WILD, params, x), by_hand, atol=1e-5, rtol=1e-5)
+    without = torch.stack([wild_by_hand(params, i, x, residuals=False) for i in range(3)])
+    assert (forward(WILD, params, x) - without).abs().max() > 1e-3
 
 
 def test_cnn_permuting_channels_leaves_output_unchanged() -> None:

@@ -12,7 +12,9 @@ from probegen_nb.core.arch.registry import forward
 from probegen_nb.core.arch.siren import SirenINR, SirenSpec
 from probegen_nb.core.zoo import ZooFormatError
 from probegen_nb.core.zoo_io import load_zoo
+from probegen_nb.zoos.inr import plan_from_splits_json
 from probegen_nb.zoos.public.inr import convert_dwsnets_inr_zoo
+from probegen_nb.zoos.public.layouts import InrImage, parse_inr_path
 
 # (split, path in the json, label), in the json's order; the image index is the number in the file name
 ENTRIES = [("train", "mnist-inrs/train/model_3.pth", 5), ("train", "mnist-inrs/train/model_17.pth", 1),
@@ -29,21 +31,33 @@ def reference_state_dict(seed: int) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in module.state_dict().items()}
 
 
-@pytest.fixture
-def public(tmp_path: Path) -> tuple[Path, Path, list[dict[str, torch.Tensor]]]:
-    """tmp/public/mnist-inrs/{train,test}/model_<i>.pth and tmp/public/splits.json."""
-    root = tmp_path / "public"
+def write_public_zoo(root: Path, entries: list[tuple[str, str, object]], folder: str = "mnist-inrs",
+                     seed: int = 10) -> tuple[Path, list[dict[str, torch.Tensor]]]:
+    """Save one distinct SirenINR state_dict per (split, path in the json, label) at `root/folder/…` (the json path
+    from its `folder` part on, so absolute paths as DWSNets writes them work too) and a splits json listing them in
+    that order, paths and labels exactly as given."""
     state_dicts = []
-    splits: dict[str, dict[str, list]] = {s: {"path": [], "label": []} for s in ("train", "val", "test")}
-    for i, (split, rel, label) in enumerate(ENTRIES):
-        sd = reference_state_dict(seed=10 + i)
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(sd, root / rel)
+    splits: dict[str, dict[str, list]] = {}
+    for i, (split, rel, label) in enumerate(entries):
+        sd = reference_state_dict(seed=seed + i)
+        parts = Path(rel).parts
+        file = root.joinpath(*parts[parts.index(folder):]) if folder in parts else root / rel
+        file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(sd, file)
         state_dicts.append(sd)
+        splits.setdefault(split, {"path": [], "label": []})
         splits[split]["path"].append(rel)
         splits[split]["label"].append(label)
     splits_json = root / "splits.json"
     splits_json.write_text(json.dumps(splits))
+    return splits_json, state_dicts
+
+
+@pytest.fixture
+def public(tmp_path: Path) -> tuple[Path, Path, list[dict[str, torch.Tensor]]]:
+    """tmp/public/mnist-inrs/{train,test}/model_<i>.pth and tmp/public/splits.json."""
+    root = tmp_path / "public"
+    splits_json, state_dicts = write_public_zoo(root, ENTRIES)
     return root, splits_json, state_dicts
 
 
@@ -232,3 +246,138 @@ def test_unreadable_splits_json(public, tmp_path: Path) -> None:  # type: ignore
     with pytest.raises(ZooFormatError) as e:
         convert_dwsnets_inr_zoo(root, splits_json, tmp_path / "converted")
     assert str(splits_json) in str(e.value)
+
+
+# The two public layouts, each with both spellings of the official split. MNIST: DWSNets names each fit after the
+# mnist_png image `<split>/<class>/<idx>.png` and writes labels as strings and paths absolute (from its cwd);
+# class and index differ everywhere, so parsing one for the other would show.
+MNIST = "mnist_png_{}_{}_{}/checkpoints/model_final.pth"
+LAYOUTS = {
+    "mnist": ("mnist-inrs", [
+        ("train", "/home/u/DWSNets/dataset/mnist-inrs/" + MNIST.format("training", 5, 23089), "5"),
+        ("train", "mnist-inrs/" + MNIST.format("train", 0, 1), "0"),
+        ("val", "mnist-inrs/" + MNIST.format("training", 4, 59998), "4"),
+        ("test", "mnist-inrs/" + MNIST.format("testing", 7, 0), "7"),
+        ("test", "/home/u/DWSNets/dataset/mnist-inrs/" + MNIST.format("test", 2, 1), "2")],
+        [("train", 23089), ("train", 1), ("train", 59998), ("test", 0), ("test", 1)]),
+    "fmnist": ("fmnist_inrs", [
+        ("train", "fmnist_inrs/training/model_12.pth", 9), ("train", "fmnist_inrs/train/model_3.pth", 0),
+        ("val", "fmnist_inrs/train/model_40000.pth", 6), ("test", "fmnist_inrs/testing/model_7.pth", 1),
+        ("test", "fmnist_inrs/test/model_9999.pth", 8)],
+        [("train", 12), ("train", 3), ("train", 40000), ("test", 7), ("test", 9999)]),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_convert_public_layouts(tmp_path: Path, layout: str) -> None:
+    """Both public layouts convert: rows, splits, labels and provenance as the file names say, and the converted
+    zoo's batched forward is each saved module's own output."""
+    folder, entries, provenance = LAYOUTS[layout]
+    root = tmp_path / "public"
+    splits_json, state_dicts = write_public_zoo(root, entries, folder)
+    convert_dwsnets_inr_zoo(root, splits_json, tmp_path / "converted")
+    zoo = load_zoo(tmp_path / "converted")
+
+    t = zoo.table
+    assert len(zoo) == 5
+    assert t["split"].tolist() == ["train", "train", "val", "test", "test"]
+    assert t["label"].tolist() == [int(lab) for _, _, lab in entries]
+    assert list(zip(t["image_split"], t["image_index"])) == provenance
+    assert t["source_path"].tolist() == [rel for _, rel, _ in entries]
+
+    x = torch.rand(97, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1  # [P, 2] in [-1, 1]²
+    out = forward(zoo.spec, zoo.params, x)  # [M, P, 1]
+    with torch.no_grad():
+        for row, sd in enumerate(state_dicts):
+            module = SirenINR()
+            module.load_state_dict(sd)
+            torch.testing.assert_close(out[row], module(x), atol=1e-6, rtol=0)
+    assert not torch.allclose(out[3], out[4])  # the models really differ, so a row mix-up would show
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("fmnist_inrs/train/model_3.pth", InrImage("train", 3)),
+    ("a/training/model_0.pth", InrImage("train", 0)),
+    ("test/model_11.pth", InrImage("test", 11)),
+    ("/abs/x/testing/model_5.pth", InrImage("test", 5)),
+    ("mnist-inrs/mnist_png_training_3_123/checkpoints/model_final.pth", InrImage("train", 123, 3)),
+    ("mnist_png_train_9_8/checkpoints/model_final.pth", InrImage("train", 8, 9)),
+    ("/d/mnist_png_testing_0_42/checkpoints/model_final.pth", InrImage("test", 42, 0)),
+    ("mnist_png_test_1_2/checkpoints/model_final.pth", InrImage("test", 2, 1)),
+    # no provenance: neither layout, or a near miss of one
+    ("some/other/inr_17.pth", None),
+    ("model_3.pth", None),
+    ("val/model_3.pth", None),
+    ("train/model_final.pth", None),
+    ("train/model_3.pt", None),
+    ("mnist_png_training_3_123/model_final.pth", None),
+    ("mnist_png_training_3_123/checkpoints/model_500.pth", None),
+    ("mnist_png_valid_3_123/checkpoints/model_final.pth", None),
+    ("mnist_png_training_3/checkpoints/model_final.pth", None),
+])
+def test_parse_inr_path(path: str, expected: InrImage | None) -> None:
+    assert parse_inr_path(path) == expected
+
+
+def test_path_without_provenance_keeps_its_inr(tmp_path: Path) -> None:
+    """An INR whose path names no image is converted with empty provenance; its neighbours keep theirs."""
+    entries = [("train", "mnist-inrs/" + MNIST.format("training", 5, 23089), 5),
+               ("val", "mnist-inrs/some/other/inr_17.pth", 3), ("test", "mnist-inrs/testing/model_7.pth", 1)]
+    root = tmp_path / "public"
+    splits_json, state_dicts = write_public_zoo(root, entries)
+    zoo = convert_dwsnets_inr_zoo(root, splits_json, tmp_path / "converted")
+    assert zoo.table["image_split"].isna().tolist() == [False, True, False]
+    assert zoo.table["image_index"].isna().tolist() == [False, True, False]
+
+    lines = (tmp_path / "converted" / "models.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    row = dict(zip(header, lines[2].split(",")))
+    assert row["image_split"] == "" and row["image_index"] == "" and row["source_path"].endswith("inr_17.pth")
+    assert dict(zip(header, lines[1].split(",")))["image_index"] == "23089"  # an int in the file, not 23089.0
+
+    back = load_zoo(tmp_path / "converted")
+    t = back.table
+    assert t["image_split"].isna().tolist() == [False, True, False]
+    assert [t["image_split"][0], t["image_index"][0], t["image_split"][2], t["image_index"][2]] == [
+        "train", 23089, "test", 7]
+    assert t["label"].tolist() == [5, 3, 1]
+    assert torch.equal(back.split("val").params["seq.1.weight"][0], state_dicts[1]["seq.1.weight"])
+
+
+def test_mnist_class_label_mismatch_names_the_file(tmp_path: Path) -> None:
+    rel = "mnist-inrs/" + MNIST.format("testing", 3, 18)
+    entries = [("train", "mnist-inrs/" + MNIST.format("training", 5, 0), "5"), ("test", rel, "8")]
+    root = tmp_path / "public"
+    splits_json, _ = write_public_zoo(root, entries)
+    with pytest.raises(ZooFormatError) as e:
+        convert_dwsnets_inr_zoo(root, splits_json, tmp_path / "converted")
+    msg = str(e.value)
+    assert rel in msg and str(splits_json) in msg and "class-3" in msg and "labels it 8" in msg
+    assert not (tmp_path / "converted").exists()
+
+
+def test_plan_from_mnist_layout(tmp_path: Path) -> None:
+    """Our own zoo can be planned from the MNIST layout's split file: the images its paths name."""
+    _, entries, provenance = LAYOUTS["mnist"]
+    splits_json, _ = write_public_zoo(tmp_path, entries)
+    plan = plan_from_splits_json(splits_json)
+    assert plan[["split", "label"]].values.tolist() == [[s, int(lab)] for s, _, lab in entries]
+    assert list(zip(plan["image_split"], plan["image_index"])) == provenance
+
+
+def test_plan_refuses_a_path_without_provenance(tmp_path: Path) -> None:
+    """Planning a fit needs the image, so a provenance-less path is refused, naming the file and the path."""
+    splits = {"train": {"path": ["fmnist_inrs/train/model_5.pth", "some/other/inr_17.pth"], "label": [2, 9]},
+              "test": {"path": ["fmnist_inrs/test/model_7.pth"], "label": [9]}}
+    f = tmp_path / "splits.json"
+    f.write_text(json.dumps(splits))
+    with pytest.raises(ValueError, match="names no official image") as e:
+        plan_from_splits_json(f)
+    assert str(f) in str(e.value) and "'some/other/inr_17.pth'" in str(e.value)
+
+
+def test_plan_refuses_a_class_label_mismatch(tmp_path: Path) -> None:
+    f = tmp_path / "splits.json"
+    f.write_text(json.dumps({"train": {"path": ["mnist-inrs/" + MNIST.format("training", 1, 4)], "label": ["7"]}}))
+    with pytest.raises(ZooFormatError, match="class-1 image but the splits file labels it 7"):
+        plan_from_splits_json(f)

@@ -25,6 +25,7 @@ class RunConfig:
     weight_decay: float = 0.0  # Adam L2 on the predictor
     generator_weight_decay: float = 0.0  # Adam L2 on the probe source's parameters (an ablation)
     max_train_models: int | None = None  # use only the first N train models (data-size ablations, smoke runs)
+    cache_responses: bool = True  # fixed probes: the zoo's answers computed once, not every step (same results)
     seed: int = 0  # seeds init, probe sampling and batch order
     device: str = "auto"  # "auto": cuda > mps > cpu
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from scipy.stats import kendalltau
 
@@ -15,8 +14,9 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def kendall_tau(pred: torch.Tensor, target: torch.Tensor) -> float:
-    tau = kendalltau(pred.flatten().cpu().numpy(), target.flatten().cpu().numpy()).statistic
-    return float(tau) if np.isfinite(tau) else 0.0
+    """Kendall's τ-b (scipy's default, as the NFN and ProbeGen evaluations). NaN when either side is constant (e.g. a
+    predictor that collapsed to one value): reported as such, never turned into a number."""
+    return float(kendalltau(pred.flatten().cpu().numpy(), target.flatten().cpu().numpy()).statistic)
 
 
 def metric_name(zoo: AnyZoo) -> str:
@@ -29,14 +29,26 @@ def metric(zoo: AnyZoo, outputs: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 @torch.no_grad()
+def represent_all(model: ProbingModel, zoo: AnyZoo, batch_size: int = 1024) -> torch.Tensor:
+    """[M, Q·K] representations of all the zoo's models (zoo already on the model's device)."""
+    probes = model.probes()
+    index = torch.arange(len(zoo), device=probes.device)
+    reps = [model.represent_rows(zoo, i, probes) for i in index.split(batch_size)]
+    return torch.cat(reps) if reps else probes.new_zeros(0, model.rep_dim)
+
+
+@torch.no_grad()
+def predict_from(model: ProbingModel, representations: torch.Tensor) -> torch.Tensor:
+    """Predictor outputs [M, d_out] for precomputed representations [M, Q·K] (e.g. cached answers to fixed probes),
+    in eval mode; the model's mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    out = model.predictor(representations)
+    model.train(was_training)
+    return out
+
+
 def predict(model: ProbingModel, zoo: AnyZoo, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Outputs [M, d_out] and representations [M, Q·K] of all the zoo's models (zoo already on the model's device)."""
-    model.eval()
-    probes = model.probes()
-    outs, reps = [], []
-    for index in torch.arange(len(zoo), device=probes.device).split(batch_size):
-        rep = model.represent_rows(zoo, index, probes)
-        reps.append(rep)
-        outs.append(model.predictor(rep))
-    model.train()
-    return torch.cat(outs), torch.cat(reps)
+    reps = represent_all(model, zoo, batch_size)
+    return predict_from(model, reps), reps

@@ -23,7 +23,7 @@ from probegen_nb.core.jobs import save_tensors_atomic, write_json_atomic
 from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.core.zoo_io import load_zoo
 from probegen_nb.experiment.config import RunConfig
-from probegen_nb.experiment.evaluate import metric, metric_name, predict
+from probegen_nb.experiment.evaluate import metric, metric_name, predict, predict_from, represent_all
 from probegen_nb.methods.probing import ProbingModel, flops_per_model
 from probegen_nb.probes.base import ProbeSource
 
@@ -43,6 +43,22 @@ class RunResult:
 def loss_fn(outputs: torch.Tensor, labels: torch.Tensor, classification: bool) -> torch.Tensor:
     """Cross-entropy for class labels, MSE for scalar labels."""
     return F.cross_entropy(outputs, labels) if classification else F.mse_loss(outputs.squeeze(1), labels)
+
+
+def make_optimizer(config: RunConfig, model: ProbingModel,
+                   total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam at `config.lr` on the probe source and the predictor (each with its own weight decay), cosine-annealed
+    to 0 over all `total_steps` (the paper's protocol)."""
+    groups = [{"params": list(model.probes.parameters()), "weight_decay": config.generator_weight_decay},
+              {"params": list(model.predictor.parameters()), "weight_decay": config.weight_decay}]
+    optimizer = torch.optim.Adam([g for g in groups if g["params"]], lr=config.lr)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+
+
+def is_better(value: float, best: float) -> bool:
+    """Model selection on the validation metric: a NaN (e.g. τ of constant predictions) is never better, and any
+    number beats a NaN."""
+    return not math.isnan(value) and (math.isnan(best) or value > best)
 
 
 def build_model(config: RunConfig, zoo: AnyZoo, generator: torch.Generator,
@@ -73,11 +89,12 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
     labels = {s: z.labels.to(dev) for s, z in splits.items()}
     train_labels = train_zoo.labels.to(dev)
 
-    groups = [{"params": list(model.probes.parameters()), "weight_decay": config.generator_weight_decay},
-              {"params": list(model.predictor.parameters()), "weight_decay": config.weight_decay}]
-    optimizer = torch.optim.Adam([g for g in groups if g["params"]], lr=config.lr)
     steps_per_epoch = math.ceil(len(train_zoo) / config.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps_per_epoch * config.epochs))
+    optimizer, schedule = make_optimizer(config, model, steps_per_epoch * config.epochs)
+    # Fixed probes never change, so neither do the models' answers: compute them once and train the predictor on
+    # them (as the public code does), instead of pushing the same probes through the zoo at every step.
+    fixed = config.cache_responses and not model.probes.learned
+    cached = {s: represent_all(model, z) for s, z in {**splits, "fit": train_zoo}.items()} if fixed else None
 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -93,7 +110,8 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
         order = torch.randperm(len(train_zoo), generator=gen).to(dev)
         losses = []
         for step, idx in enumerate(order.split(config.batch_size)):
-            loss = loss_fn(model.predict_rows(train_zoo, idx), train_labels[idx], classification)
+            outputs = model.predict_rows(train_zoo, idx) if cached is None else model.predictor(cached["fit"][idx])
+            loss = loss_fn(outputs, train_labels[idx], classification)
             if not torch.isfinite(loss):
                 where = f" (last good checkpoint: {out / 'last.safetensors'})" if out and epoch else ""
                 raise NonFiniteLossError(f"loss became {loss.detach().item()} at epoch {epoch}, step {step}{where}")
@@ -104,10 +122,11 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
             losses.append(loss.detach())
         record: dict[str, Any] = {"epoch": epoch, "train_loss": float(torch.stack(losses).mean())}
         for s, z in splits.items():
-            record[f"{s}_{name}"] = metric(zoo, predict(model, z)[0], labels[s]) if len(z) else float("nan")
+            outputs = predict(model, z)[0] if cached is None else predict_from(model, cached[s])
+            record[f"{s}_{name}"] = metric(zoo, outputs, labels[s]) if len(z) else float("nan")
         history.append(record)
         snapshots.append(model.probes().detach().cpu())
-        if record[f"val_{name}"] > best["val"] or best["state"] is None:
+        if best["state"] is None or is_better(record[f"val_{name}"], best["val"]):
             best = {"val": record[f"val_{name}"], "epoch": epoch, "test": record[f"test_{name}"],
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         if out is not None:
@@ -126,6 +145,8 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
         f"last_test_{name}": history[-1][f"test_{name}"] if history else float("nan"),
         "flops_per_model": flops_per_model(model, zoo),
         "train_seconds": seconds,
+        "steps": steps_per_epoch * config.epochs,  # optimizer steps: ceil(train models / batch) per epoch
+        "responses_cached": cached is not None,  # fixed probes: answers computed once, the predictor trained on them
         "n_train_models": len(train_zoo),
         "probe_params": sum(p.numel() for p in model.probes.parameters()),
         "predictor_params": sum(p.numel() for p in model.predictor.parameters()),

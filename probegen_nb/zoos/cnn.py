@@ -215,6 +215,11 @@ def sample_wild_park_specs(n: int, seed: int, in_channels: int = 3, depths: tupl
                            residual_prob: float = 0.5) -> list[CNNSpec]:
     """`n` distinct CNN Wild Park architectures: depth, per-layer channels, odd kernels (stride 1, 'same' padding),
     per-layer activations, and residual links from an earlier, non-adjacent layer with probability `residual_prob`."""
+    space = wild_park_space_size(depths, channels, kernels, activations, residual_prob)
+    if n > space:
+        raise ValueError(f"asked for {n} distinct Wild Park architectures, but depths {depths}, channels {channels}, "
+                         f"kernels {kernels}, {len(activations)} activations and residual_prob {residual_prob} "
+                         f"allow only {space}")
     rng = np.random.default_rng(seed)
     specs: list[CNNSpec] = []
     while len(specs) < n:
@@ -227,6 +232,18 @@ def sample_wild_park_specs(n: int, seed: int, in_channels: int = 3, depths: tupl
         if spec not in specs:
             specs.append(spec)
     return specs
+
+
+def wild_park_space_size(depths: tuple[int, ...], channels: tuple[int, ...], kernels: tuple[int, ...],
+                         activations: tuple[str, ...], residual_prob: float) -> int:
+    """How many distinct architectures `sample_wild_park_specs` can draw: per layer a channel count, a kernel and an
+    activation; layer i ≥ 2 links back to one of layers 0 … i−2 or (unless residual_prob is 1) to none."""
+    per_layer = len(set(channels)) * len(set(kernels)) * len(set(activations))
+    total = 0
+    for depth in set(depths):
+        links = math.prod((i - 1) + (residual_prob < 1) if residual_prob > 0 else 1 for i in range(2, depth))
+        total += per_layer**depth * links
+    return total
 
 
 def build_cnn_zoo(dataset: ImageDataset, out_dir: str | Path, n_runs: int, recipe: CNNZooRecipe = CNNZooRecipe(),

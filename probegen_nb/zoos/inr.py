@@ -24,7 +24,7 @@ from probegen_nb.core.jobs import ResumableJob, software_versions
 from probegen_nb.core.zoo import SPLITS, Task, Zoo, ZooFormatError
 from probegen_nb.core.zoo_io import save_zoo
 from probegen_nb.zoos.data import ImageDataset
-from probegen_nb.zoos.public.layouts import parse_inr_path
+from probegen_nb.zoos.public.layouts import INR_LAYOUTS, parse_inr_path
 
 
 @dataclass(frozen=True)
@@ -170,8 +170,11 @@ def plan_inr_zoo(dataset: ImageDataset, n_train: int, n_val: int, n_test: int, s
 
 def plan_from_splits_json(path: str | Path, max_per_split: dict[str, int] | None = None,
                           seed: int = 0) -> pd.DataFrame:
-    """The public INR zoos' image-to-split assignment ({split: {path: [...], label: [...]}}, paths like
-    `fmnist_inrs/train/model_<i>.pth`), optionally subsampled per split."""
+    """The public INR zoos' image-to-split assignment ({split: {path: [...], label: [...]}}, paths in either
+    public layout, see `parse_inr_path`), optionally subsampled per split.
+
+    Every path must name its official image: the plan is for refitting INRs, and an INR cannot be fitted without
+    its image, so a path in neither layout raises a ValueError naming the splits file and the path."""
     path = Path(path)
     try:
         splits = json.loads(path.read_text())
@@ -182,8 +185,11 @@ def plan_from_splits_json(path: str | Path, max_per_split: dict[str, int] | None
         if split not in SPLITS:
             raise ValueError(f"{path}: unknown split {split!r}; expected {SPLITS}")
         for p, label in zip(entry["path"], entry["label"]):
-            image_split, image_index = parse_inr_path(p, path)
-            rows.append((split, int(label), image_split, image_index))
+            image = parse_inr_path(p, int(label), path)
+            if image is None:
+                raise ValueError(f"{path}: {split} INR path {p!r} names no official image (expected {INR_LAYOUTS}); "
+                                 f"cannot plan a fit without knowing the image")
+            rows.append((split, int(label), image.split, image.index))
     plan = pd.DataFrame(rows, columns=["split", "label", "image_split", "image_index"])
     if max_per_split:
         parts = [g.sample(n=min(len(g), max_per_split.get(s, len(g))), random_state=seed).sort_index()

@@ -22,7 +22,12 @@ def convert_dwsnets_inr_zoo(root: str | Path, splits_json: str | Path, out_dir: 
                             spec: SirenSpec = SirenSpec(), n_classes: int = 10, overwrite: bool = False) -> Zoo:
     """DWSNets INR zoo layout (one SIREN state_dict `.pth` per INR, and `{split: {path: [...], label: [...]}}`)
     → a zoo folder. Paths in the json are resolved against `root`, also when they carry a leading folder that
-    `root` already is. `image_split`/`image_index` come from the `…/<train|test>/model_<i>.pth` file names."""
+    `root` already is.
+
+    `image_split`/`image_index` (which official image each INR encodes) come from the file names, in either public
+    layout (`parse_inr_path`; the MNIST layout's class is checked against the json label). An INR whose path
+    names no image is kept with empty provenance (None in the table, empty in models.csv): classifying INRs does
+    not need it, only refitting or drawing the original image does."""
     root, splits_json = Path(root), Path(splits_json)
     try:
         splits = json.loads(splits_json.read_text())
@@ -42,16 +47,24 @@ def convert_dwsnets_inr_zoo(root: str | Path, splits_json: str | Path, out_dir: 
             raise ZooFormatError(f"{path}: unreadable INR ({type(e).__name__}: {e})") from None
         if not isinstance(sd, dict):
             raise ZooFormatError(f"{path}: expected a state_dict, got {type(sd).__name__}")
-        image_split, image_index = parse_inr_path(rel, splits_json)
-        rows.append({"model_id": len(rows), "split": split, "label": int(label), "image_split": image_split,
-                     "image_index": image_index, "psnr": float("nan"), "source_path": rel})
+        try:  # the DWSNets MNIST splits file writes labels as strings ("5")
+            label = int(label)
+        except (TypeError, ValueError):
+            raise ZooFormatError(f"{splits_json}: {split} INR {rel!r}: label {label!r} is not a class id") from None
+        image = parse_inr_path(rel, label, splits_json)
+        rows.append({"model_id": len(rows), "split": split, "label": label,
+                     "image_split": image.split if image else None, "image_index": image.index if image else None,
+                     "psnr": float("nan"), "source_path": rel})
         state_dicts.append(sd)
         names.append(str(path))
     params = stack_state_dicts(state_dicts, spec, names)
+    table = pd.DataFrame(rows)
+    if len(table):  # nullable ints: indices stay ints (3, not 3.0) beside missing ones
+        table["image_index"] = table["image_index"].astype("Int64")
     info = {"builder": "probegen_nb.zoos.public.inr.convert_dwsnets_inr_zoo", "source_root": str(root),
             "splits_json": str(splits_json)}
     try:
-        zoo = Zoo(spec, params, pd.DataFrame(rows), Task("label", n_classes), info)
+        zoo = Zoo(spec, params, table, Task("label", n_classes), info)
     except ZooFormatError as e:  # name the source file of the offending model
         raise ZooFormatError(f"{root}: {e}") from None
     save_zoo(zoo, out_dir, overwrite=overwrite)
