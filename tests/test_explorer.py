@@ -113,7 +113,9 @@ def test_a_loaded_run_predicts_exactly_what_the_trained_one_did(tmp_path) -> Non
     test = zoo.split("test")
     assert torch.allclose(predict(loaded.model, test)[0], predict(result.model, test)[0], atol=1e-6)
     assert loaded.snapshots.shape == (4, 8, 2)  # before training + 3 epochs
-    assert torch.allclose(loaded.snapshots[-1], result.model.probes().detach()) or result.metrics["best_epoch"] < 2
+    # snapshot 0 is before training, snapshot e + 1 after epoch e; the run's model is its best-validation checkpoint
+    best = loaded.snapshots[result.metrics["best_epoch"] + 1]
+    assert torch.allclose(best, result.model.probes().detach()) and torch.allclose(best, loaded.model.probes().detach())
     assert loaded.metrics["best_epoch"] == result.metrics["best_epoch"]
 
 

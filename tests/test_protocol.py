@@ -98,9 +98,13 @@ def test_optimizer_is_adam_at_3e4_cosine_to_zero(zoo: Zoo) -> None:
     assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_a_run_takes_ceil_models_over_32_steps_an_epoch(zoo: Zoo) -> None:
+def test_a_run_takes_ceil_models_over_32_steps_an_epoch_down_a_cosine(zoo: Zoo) -> None:
+    """What train() really does with the protocol: 48 train models in batches of 32 are 2 steps an epoch, and the
+    learning rate follows the cosine from 3e-4 to 0 over all 4 steps (half way after the first epoch)."""
     run = train(RunConfig(n_probes=8, epochs=2, device="cpu"), zoo, progress=False)
     assert run.metrics["steps"] == 2 * math.ceil(48 / 32)
+    lrs = [record["lr"] for record in run.metrics["history"]]
+    assert lrs == pytest.approx([1.5e-4, 0.0], abs=1e-12)
 
 
 def test_losses_are_cross_entropy_and_mse() -> None:

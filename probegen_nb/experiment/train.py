@@ -104,7 +104,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
     history: list[dict[str, Any]] = []
     snapshots = [model.probes().detach().cpu()]
     best: dict[str, Any] = {"val": -math.inf, "epoch": -1, "state": None}
-    t0 = time.perf_counter()
+    t0, n_steps = time.perf_counter(), 0
     bar = tqdm(range(config.epochs), desc=f"{config.probes.kind} Q={config.n_probes}", disable=not progress)
     for epoch in bar:
         order = torch.randperm(len(train_zoo), generator=gen).to(dev)
@@ -120,7 +120,9 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
             optimizer.step()
             schedule.step()
             losses.append(loss.detach())
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": float(torch.stack(losses).mean())}
+        n_steps += len(losses)
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": float(torch.stack(losses).mean()),
+                                  "lr": optimizer.param_groups[0]["lr"]}  # after the epoch's last step
         for s, z in splits.items():
             outputs = predict(model, z)[0] if cached is None else predict_from(model, cached[s])
             record[f"{s}_{name}"] = metric(zoo, outputs, labels[s]) if len(z) else float("nan")
@@ -145,7 +147,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
         f"last_test_{name}": history[-1][f"test_{name}"] if history else float("nan"),
         "flops_per_model": flops_per_model(model, zoo),
         "train_seconds": seconds,
-        "steps": steps_per_epoch * config.epochs,  # optimizer steps: ceil(train models / batch) per epoch
+        "steps": n_steps,  # optimizer steps taken: ceil(train models / batch) per epoch
         "responses_cached": cached is not None,  # fixed probes: answers computed once, the predictor trained on them
         "n_train_models": len(train_zoo),
         "probe_params": sum(p.numel() for p in model.probes.parameters()),

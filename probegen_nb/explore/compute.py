@@ -3,7 +3,8 @@
 `Explorer` gathers one zoo's test models, the probes of every trained run on it (and a synthetic set for
 comparison), each run's responses and predictions. The functions below answer the questions the views ask: which
 models match a query, what a latent code generates, how the probes moved while training, what a deep linear
-generator collapses to and why that gives structured probes. `explorer_views.py` turns the answers into figures.
+generator collapses to and why that gives structured probes. `views` turns the answers into figures, `widgets`
+wires them to controls.
 """
 
 from __future__ import annotations

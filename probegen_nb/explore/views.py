@@ -1,6 +1,6 @@
 """The probe explorer's views: one plotly figure per view and plain callbacks that update it in place.
 
-Each `*_figure(ex, …)` builds a `go.Figure`; notebook 04 wraps it in a `go.FigureWidget` and wires ipywidgets to
+Each `*_figure(ex, …)` builds a `go.Figure`; `widgets` wraps it in a `go.FigureWidget` and wires ipywidgets to
 the matching `update_*` function, which changes the figure's data (and title) through the plotly figure API that
 both classes share. So the callbacks run, and are tested, without a browser or a kernel.
 Probes are drawn as points on the coordinate square for INR zoos and as images for CNN zoos.
