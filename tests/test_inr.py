@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import probegen_nb.zoos.inr as inr
+from probegen_nb.core.arch.cnn import CNNSpec
 from probegen_nb.core.arch.siren import SirenSpec, pixel_grid, reconstruct
 from probegen_nb.core.zoo_io import load_zoo
 from probegen_nb.zoos.data import ImageDataset
@@ -167,3 +168,11 @@ def test_reconstruct_matches_the_fitted_image(digits: ImageDataset, tmp_path) ->
         # clipping to [0, 1] can only bring the reconstruction closer to the image
         assert 10 * math.log10(1 / mse) >= zoo.table["psnr"][j] - 1e-3
         assert mse < ((rec[j] - other) ** 2).mean()
+
+
+def test_reconstruct_refuses_a_non_inr_zoo_with_a_clear_error() -> None:
+    """User input is checked with an exception (an `assert` vanishes under `python -O`)."""
+    spec = CNNSpec.small_cnn_zoo()
+    params = {k: torch.zeros(2, *s) for k, s in spec.param_shapes().items()}
+    with pytest.raises(TypeError, match="SIREN INRs; got a CNNSpec zoo"):
+        reconstruct(spec, params)
