@@ -2,6 +2,9 @@
 batched trainer, same recipe, hyper-parameters and data, interleaved in one run. Writes runs/bench/cnn_zoo.json.
 Goal: ratio >= 5 on a 2-core CPU.
 
+`max_abs_diff` checks that the two compute the same training: a few steps of both from the same initial weights on the
+same minibatches, dropout off (the trainer draws dropout masks and minibatches at random), compared weight by weight.
+
     python benchmarks/bench_cnn_zoo.py            # about 1 min on a 2-core CPU
     python benchmarks/bench_cnn_zoo.py --smoke    # seconds, for the test suite
 """
@@ -19,9 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probegen_nb.core.arch.cnn import CNN_ACTIVATIONS, CNNSpec
+from probegen_nb.core.arch.cnn import CNN_ACTIVATIONS, CNNSpec, cnn_forward
 from probegen_nb.core.device import describe_device, resolve_device, synchronize
-from probegen_nb.zoos.cnn import CNNZooRecipe, images_to_inputs, init_cnn_params, sample_hparams, train_cnns
+from probegen_nb.zoos.cnn import (
+    CNNZooRecipe,
+    PerModelOptimizer,
+    images_to_inputs,
+    init_cnn_params,
+    sample_hparams,
+    train_cnns,
+)
 from probegen_nb.zoos.data import ImageDataset, load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +77,38 @@ def reference_train(spec: CNNSpec, hp, train_x: torch.Tensor, train_y: torch.Ten
             opt.step()
 
 
+def max_abs_diff_after_steps(spec: CNNSpec, hp, train_x: torch.Tensor, train_y: torch.Tensor, steps: int, batch: int,
+                             generator: torch.Generator) -> float:
+    """The agreement check: `steps` updates of the models in `hp` from one init, on the same minibatches, with dropout
+    off, by the reference (a module and a torch.optim optimizer each, as `reference_train`) and by the batched step
+    `train_cnns` takes (`cnn_forward`, per-model losses with L2, `PerModelOptimizer`): max |Δ| of updated weights."""
+    m, names = len(hp), list(spec.param_shapes())
+    init = init_cnn_params(spec, hp, generator)
+    idx = torch.randint(len(train_x), (steps, m, batch), generator=generator)  # [T, M, B] each model's minibatches
+    reference = []
+    for i, row in enumerate(hp.itertuples()):
+        model = ReferenceCNN(spec, 0.0)
+        model.net.load_state_dict({k: v[i] for k, v in init.items()})
+        opt = make_optimizer(row.optimizer, model.parameters(), row.lr)
+        for t in range(steps):
+            loss = F.cross_entropy(model(train_x[idx[t, i]]), train_y[idx[t, i]])
+            loss = loss + row.l2 * sum((p**2).sum() for n, p in model.named_parameters() if n.endswith("weight"))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        reference.append(model.net.state_dict())
+    params = [init[k].to(train_x.device).requires_grad_() for k in names]
+    lr, l2 = (torch.tensor(hp[c].to_numpy(), dtype=torch.float32, device=train_x.device) for c in ("lr", "l2"))
+    opt = PerModelOptimizer(params, hp["optimizer"].to_numpy(), lr)
+    for t in range(steps):
+        logits = cnn_forward(spec, dict(zip(names, params)), train_x[idx[t]])  # [M, B, 10]
+        ce = F.cross_entropy(logits.flatten(0, 1), train_y[idx[t]].flatten(), reduction="none").view(m, -1).mean(1)
+        reg = sum((p**2).flatten(1).sum(1) for k, p in zip(names, params) if k.endswith("weight"))
+        opt.step(torch.autograd.grad((ce + l2 * reg).sum(), params))
+    return max(float((torch.stack([r[k] for r in reference]) - p.detach().cpu()).abs().max())
+               for k, p in zip(names, params))
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="cifar10-gs", help="cifar10-gs, or mnist / fmnist padded to 32×32")
@@ -103,7 +145,11 @@ def main(argv: list[str] | None = None) -> dict:
         synchronize(dev)
         batched_rates.append(args.batched_models * args.steps / (time.perf_counter() - t0))
     ref, batched = statistics.median(ref_rates), statistics.median(batched_rates)
+    check = hp.groupby("optimizer", sort=False).head(1).reset_index(drop=True)  # one model per optimizer kind
+    agreement = max_abs_diff_after_steps(spec, check, train_x, train_y, 3, recipe.batch_size,
+                                         torch.Generator().manual_seed(1))
     result = {"reference_models_per_s": ref / args.steps, "batched_models_per_s": batched / args.steps,
+              "max_abs_diff": agreement, "agreement_optimizers": list(check["optimizer"]), "agreement_steps": 3,
               "reference_model_steps_per_s": ref, "batched_model_steps_per_s": batched, "ratio": batched / ref,
               "batched_models": args.batched_models, "steps": args.steps, "rounds": args.rounds,
               "dataset": data.name, "device": describe_device(dev), "torch": torch.__version__, "smoke": args.smoke,
@@ -113,6 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'':28}{'model-steps/s':>14}")
     print(f"{'one at a time':28}{ref:>14,.0f}")
     print(f"{f'batched ({args.batched_models} at once)':28}{batched:>14,.0f}")
+    print(f"weights after 3 steps, one at a time vs batched: max |Δ| {agreement:.1e} "
+          f"({', '.join(check['optimizer'])}; dropout off)")
     print(f"ratio {result['ratio']:.1f}x on {result['device']}; wrote {args.out}")
     return result
 

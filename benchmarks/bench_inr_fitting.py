@@ -1,7 +1,8 @@
 """INR fitting: one model at a time (plain nn.Module + torch.optim.Adam) vs the batched fitter, same recipe.
 
-Rounds of the two alternate in one run, so both see the same machine state; the median round is reported.
-Writes runs/bench/inr_fitting.json. Goal: ratio >= 20 on a 2-core CPU.
+Rounds of the two alternate in one run, so both see the same machine state; the median round is reported. Both
+start from the same initial weights (the batched fitter's), so the last round's fitted weights are compared:
+`max_abs_diff`. Writes runs/bench/inr_fitting.json. Goal: ratio >= 20 on a 2-core CPU.
 
     python benchmarks/bench_inr_fitting.py            # about 1 min on a 2-core CPU
     python benchmarks/bench_inr_fitting.py --smoke    # seconds, for the test suite
@@ -27,18 +28,24 @@ from probegen_nb.zoos.inr import PUBLIC_RECIPE, fit_inrs, init_siren_params
 REPO = Path(__file__).resolve().parents[1]
 
 
-def reference_fit(images: torch.Tensor, steps: int, device: torch.device) -> None:
-    """The plain way: one nn.Module and one optimizer per INR, fitted one after the other."""
-    spec, coords = SirenSpec(), pixel_grid(28, 28).to(device)
-    for img in images:
+def reference_fit(images: torch.Tensor, steps: int, device: torch.device,
+                  init: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The plain way: one nn.Module and one optimizer per INR, fitted one after the other from `init` [B, …] (the
+    batched fitter's initial weights). Returns the fitted weights [B, …] on the CPU."""
+    spec, coords, r = SirenSpec(), pixel_grid(28, 28).to(device), PUBLIC_RECIPE
+    fitted = []
+    for i, img in enumerate(images):
         model = spec.build_module().to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=PUBLIC_RECIPE.lr)
+        model.load_state_dict({k: v[i] for k, v in init.items()})
+        opt = torch.optim.Adam(model.parameters(), lr=r.lr, betas=(r.beta1, r.beta2), eps=r.eps)
         target = (img.float() / 255).reshape(-1, 1).to(device)
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
             loss = ((model(coords) - target) ** 2).mean()
             loss.backward()
             opt.step()
+        fitted.append({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    return {k: torch.stack([f[k] for f in fitted]) for k in init}
 
 
 def flops_per_inr_step(device: torch.device, batch: int = 8) -> float:
@@ -65,22 +72,26 @@ def main(argv: list[str] | None = None) -> dict:
         args.batch, args.ref_models, args.steps, args.rounds = args.batch or 8, 1, 5, 1
     dev = resolve_device(args.device)
     batch = args.batch or (4096 if dev.type == "cuda" else 64)
-    images = torch.as_tensor(load_mnist().train_images[: max(batch, args.ref_models)])
+    n_ref = min(args.ref_models, batch)  # the reference fits the batch's first INRs, from the same initial weights
+    images = torch.as_tensor(load_mnist().train_images[:batch])
     recipe = replace(PUBLIC_RECIPE, steps=args.steps, target_psnr=float("inf"))  # no early stop: equal work
+    init = {k: v[:n_ref] for k, v in init_siren_params(SirenSpec(), batch, torch.Generator().manual_seed(0)).items()}
 
     fit_inrs(images[:batch], recipe=replace(recipe, steps=2), device=dev)  # warm-up both paths
-    reference_fit(images[:1], 2, dev)
+    reference_fit(images[:1], 2, dev, init)
     ref_rates, batched_rates = [], []
     for _ in range(args.rounds):
         synchronize(dev)
         t0 = time.perf_counter()
-        reference_fit(images[: args.ref_models], args.steps, dev)
+        ref_fitted = reference_fit(images[:n_ref], args.steps, dev, init)
         synchronize(dev)
-        ref_rates.append(args.ref_models * args.steps / (time.perf_counter() - t0))
+        ref_rates.append(n_ref * args.steps / (time.perf_counter() - t0))
         t0 = time.perf_counter()
-        fit_inrs(images[:batch], recipe=recipe, device=dev)
+        fitted = fit_inrs(images[:batch], recipe=recipe, device=dev, generator=torch.Generator().manual_seed(0))
         synchronize(dev)
         batched_rates.append(batch * args.steps / (time.perf_counter() - t0))
+    # the agreement check: the same INRs after the same steps, one at a time vs batched (last round's weights)
+    max_abs_diff = max(float((ref_fitted[k] - fitted.params[k][:n_ref]).abs().max()) for k in init)
 
     ref, batched = statistics.median(ref_rates), statistics.median(batched_rates)
     flops = flops_per_inr_step(dev)
@@ -89,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
         "batched_inr_steps_per_s": batched,
         "ratio": batched / ref,
         "batch": batch,
+        "max_abs_diff": max_abs_diff,
+        "agreement_models": n_ref,
         "steps_per_round": args.steps,
         "rounds": args.rounds,
         "flops_per_inr_step": flops,
@@ -104,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'':24}{'INR-steps/s':>14}{'GFLOP/s':>10}")
     print(f"{'one at a time':24}{ref:>14,.0f}{result['reference_gflop_per_s']:>10.2f}")
     print(f"{f'batched ({batch} at once)':24}{batched:>14,.0f}{result['batched_gflop_per_s']:>10.2f}")
+    print(f"fitted weights, one at a time vs batched: max |Δ| {max_abs_diff:.1e} ({n_ref} INRs, {args.steps} steps)")
     print(f"ratio {result['ratio']:.1f}x on {result['device']}; 70k-INR zoo ≈ "
           f"{result['full_mnist_zoo_minutes_estimate']:.0f} min; wrote {args.out}")
     return result

@@ -7,21 +7,32 @@ import pandas as pd
 import pytest
 import torch
 
-from probegen_nb.core.arch.cnn import CNNSpec
+from probegen_nb.core.arch.cnn import CNNSpec, cnn_forward_runs
+from probegen_nb.core.arch.registry import forward
 from probegen_nb.core.zoo import MixedZoo, Task, Zoo, ZooFormatError
 from probegen_nb.core.zoo_io import load_zoo, save_zoo
 from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.train import build_model, train
 from probegen_nb.probes.coords import VanillaConfig
+from probegen_nb.probes.images import ImageVanillaConfig
 
 SPECS = [CNNSpec.small_cnn_zoo(activation="relu"), CNNSpec.small_cnn_zoo(activation="tanh"),
          CNNSpec(1, (4, 8, 4), (3, 5, 3), 1, (1, 2, 1), ("gelu", "sigmoid", "none"), (-1, -1, 0))]
 
 
-def make_mixed(sizes=(5, 4, 3), seed=0) -> MixedZoo:
+# Five architectures, two pairs of which share every layer shape (one pair with a residual link) and differ only in
+# their activations: three batched forwards when shapes are shared, five when not.
+SHARED_SPECS = [CNNSpec.small_cnn_zoo(activation="relu"),
+                CNNSpec(1, (4, 8, 4), (3, 5, 3), 1, (1, 2, 1), ("gelu", "sigmoid", "none"), (-1, -1, 0)),
+                CNNSpec.small_cnn_zoo(activation="tanh"),
+                CNNSpec(1, (8, 8), (5, 3), 1, (2, 1), ("leaky_relu", "none"), (-1, -1)),
+                CNNSpec(1, (4, 8, 4), (3, 5, 3), 1, (1, 2, 1), ("tanh", "sigmoid", "relu"), (-1, -1, 0))]
+
+
+def make_mixed(sizes=(5, 4, 3), seed=0, specs=SPECS) -> MixedZoo:
     g = torch.Generator().manual_seed(seed)
     groups, start = [], 0
-    for spec, m in zip(SPECS, sizes):
+    for spec, m in zip(specs, sizes):
         params = {k: 0.3 * torch.randn(m, *s, generator=g) for k, s in spec.param_shapes().items()}
         ids = np.arange(start, start + m)
         table = pd.DataFrame({"model_id": ids, "split": ["train", "val", "test"] * (m // 3) + ["train"] * (m % 3),
@@ -56,6 +67,69 @@ def test_represent_rows_equals_per_model_modules_in_any_order() -> None:
         module = sub.spec.build_module()
         module.load_state_dict(sub.model_params(row[i]))
         torch.testing.assert_close(rep[j], module(probes).flatten(), atol=1e-5, rtol=1e-5)
+
+
+def per_group_reference(model, zoo: MixedZoo, index: torch.Tensor, x: torch.Tensor, shuffle_group: int | None = None):
+    """The per-group loop that `represent_rows` replaced, kept here as the reference: one forward per architecture
+    group, torch.unique and index_copy. `shuffle_group` rolls that group's output rows (the negative control)."""
+    group = torch.tensor(zoo.table["arch"].to_numpy())[index]
+    row = torch.cat([torch.arange(len(z)) for z in zoo.groups])[index]
+    out = x.new_zeros(len(index), model.rep_dim)
+    for g in torch.unique(group).tolist():
+        positions = (group == g).nonzero().squeeze(1)
+        sub = zoo.groups[g]
+        rep = forward(sub.spec, {k: v[row[positions]] for k, v in sub.params.items()}, x).flatten(1)
+        out = out.index_copy(0, positions, rep.roll(1, 0) if g == shuffle_group else rep)
+    return out
+
+
+def rep_and_probe_grad(fn, x0: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x0.clone().requires_grad_()
+    rep = fn(x)
+    return rep.detach(), torch.autograd.grad((rep * weights).sum(), x)[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("by_layer_shapes", [True, False])
+def test_batched_path_equals_the_per_group_loop(seed: int, by_layer_shapes: bool) -> None:
+    zoo = make_mixed((4, 3, 5, 3, 4), seed, SHARED_SPECS)
+    model = build_model(RunConfig(probes=ImageVanillaConfig(), n_probes=3, hidden=16, n_hidden=1), zoo,
+                        torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(zoo), generator=g)[:15]  # a random batch order that interleaves the architectures
+    batches = zoo.batches(index)
+    assert [len(b.specs) for b in batches] == [2, 2, 1]  # the two shape-sharing pairs each run as one forward
+    assert all(len(b.specs) == 1 for b in zoo.batches(index, by_layer_shapes=False))
+    x0 = model.probes().detach()  # [Q, 1, 32, 32]
+    weights = torch.randn(len(index), model.rep_dim, generator=g)  # a loss that weighs every output differently
+    rep, grad = rep_and_probe_grad(lambda x: model.represent_rows(zoo, index, x, by_layer_shapes=by_layer_shapes),
+                                   x0, weights)
+    ref, ref_grad = rep_and_probe_grad(lambda x: per_group_reference(model, zoo, index, x), x0, weights)
+    torch.testing.assert_close(rep, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-5)
+    assert grad.abs().max() > 1e-2  # the gradient compared is not vanishingly small
+
+    # Negative controls: rows of one group in the wrong order, and a shared forward with one run's activations for all
+    assert (zoo.table["arch"].to_numpy()[index.numpy()] == 1).sum() >= 2  # so that rolling group 1 changes rows
+    bad, bad_grad = rep_and_probe_grad(lambda x: per_group_reference(model, zoo, index, x, shuffle_group=1), x0,
+                                       weights)
+    assert not torch.allclose(rep, bad, atol=1e-3) and not torch.allclose(grad, bad_grad, atol=1e-3)
+    shared = batches[0]
+    one_act = forward(shared.specs[0], shared.params, x0)
+    assert not torch.allclose(cnn_forward_runs(shared.specs, shared.counts, shared.params, x0), one_act, atol=1e-3)
+
+
+def test_parts_and_batches_keep_every_position_once() -> None:
+    zoo = make_mixed((4, 3, 5, 3, 4), 0, SHARED_SPECS)
+    index = torch.tensor([18, 2, 7, 0, 11, 3, 16, 9])
+    for pieces in (zoo.parts(index), [(b.specs, b.params, b.positions) for b in zoo.batches(index)]):
+        positions = torch.cat([p for _, _, p in pieces])
+        assert sorted(positions.tolist()) == list(range(len(index)))
+        model_ids = torch.cat([params["fc.bias"][:, 0] for _, params, _ in pieces])  # one row per model, in part order
+        expected = torch.cat([z.params["fc.bias"][:, 0] for z in zoo.groups])[index[positions]]
+        assert torch.equal(model_ids, expected)
+    with pytest.raises(ValueError, match="more than their activations"):
+        cnn_forward_runs(SHARED_SPECS[:2], (1, 1), {}, torch.zeros(1, 1, 32, 32))
 
 
 def test_split_subset_and_training() -> None:

@@ -6,6 +6,7 @@ The folder format lives in `zoo_io`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from probegen_nb.core.arch.cnn import CNNSpec
 from probegen_nb.core.arch.registry import ArchSpec
 
 SPLITS = ("train", "val", "test")
@@ -83,14 +85,37 @@ class Zoo:
         """The models at row positions `index` as (spec, params [B, …], positions in `index`) batches."""
         return [(self.spec, {k: v[index] for k, v in self.params.items()}, None)]
 
+    def batches(self, index: torch.Tensor, by_layer_shapes: bool = True) -> list[Batch]:
+        """The models at row positions `index` as one batched forward (see `MixedZoo.batches`)."""
+        return [Batch((self.spec,), (len(index),), {k: v[index] for k, v in self.params.items()})]
+
 
 Part = tuple[ArchSpec, dict[str, torch.Tensor], "torch.Tensor | None"]  # positions None: all, in order
 
 
 @dataclass(frozen=True)
+class Batch:
+    """Models that run as one batched forward: runs of consecutive models, `counts[j]` of architecture `specs[j]`
+    (architectures with the same `layer_shapes`), their stacked params [sum(counts), …], and where they sit in the
+    requested index (None: all of it, in order)."""
+
+    specs: tuple[ArchSpec, ...]
+    counts: tuple[int, ...]
+    params: dict[str, torch.Tensor]
+    positions: torch.Tensor | None = None  # [sum(counts)] int64, on the index's device
+
+
+def layer_shapes(spec: ArchSpec) -> ArchSpec:
+    """What architectures must have in common to share one batched forward: a CNN everything but its activations
+    (applied per run of models, see `cnn_forward_runs`), any other kind the whole spec."""
+    return spec.without_activations() if isinstance(spec, CNNSpec) else spec
+
+
+@dataclass(frozen=True)
 class MixedZoo:
     """Models of several architectures with the same input and output shapes (e.g. relu and tanh CNNs, or
-    CNN Wild Park): one homogeneous `Zoo` per architecture, so each group still runs as one batched forward.
+    CNN Wild Park): one homogeneous `Zoo` per architecture, so each group still runs as one batched forward (and the
+    groups that share their layer shapes can run as one, see `batches`).
     Row positions index the concatenation of the groups' tables, in group order."""
 
     groups: tuple[Zoo, ...]
@@ -111,9 +136,19 @@ class MixedZoo:
         if table["model_id"].duplicated().any():
             raise ZooFormatError(f"duplicate model_id {table['model_id'][table['model_id'].duplicated()].iloc[0]} "
                                  f"across architecture groups")
+        keys = [layer_shapes(z.spec) for z in self.groups]
+        batch_of_group = np.array([keys.index(k) for k in keys])  # [G]: a batch is named by its first group
+        group = table["arch"].to_numpy()  # [N]
+        key = batch_of_group[group] * len(self.groups) + group  # [N]: sorting rows by key orders them (batch, group)
+        device = next(iter(self.groups[0].params.values())).device
         object.__setattr__(self, "_table", table)
-        object.__setattr__(self, "_group", torch.tensor(table["arch"].to_numpy()))
-        object.__setattr__(self, "_row", torch.cat([torch.arange(len(z)) for z in self.groups]))
+        # Lookups built once, so that a step's bookkeeping is run sizes counted on the host and one sort on the device
+        object.__setattr__(self, "_group", group)
+        object.__setattr__(self, "_row", np.concatenate([np.arange(len(z)) for z in self.groups]))  # [N] in its group
+        object.__setattr__(self, "_batch_of_group", batch_of_group)
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_key_t", torch.as_tensor(key, device=device))
+        object.__setattr__(self, "_row_t", torch.as_tensor(self._row, device=device))  # type: ignore[attr-defined]
 
     @property
     def table(self) -> pd.DataFrame:
@@ -131,14 +166,38 @@ class MixedZoo:
         return torch.cat([z.labels for z in self.groups])
 
     def parts(self, index: torch.Tensor) -> list[Part]:
-        group = self._group.to(index.device)[index]  # type: ignore[attr-defined]
-        row = self._row.to(index.device)[index]  # type: ignore[attr-defined]
-        out: list[Part] = []
-        for g in torch.unique(group).tolist():
-            positions = (group == g).nonzero().squeeze(1)
-            zoo = self.groups[g]
-            out.append((zoo.spec, {k: v[row[positions].to(v.device)] for k, v in zoo.params.items()}, positions))
+        """The models at row positions `index` as one (spec, params [B_g, …], positions in `index` [B_g]) per
+        architecture group present."""
+        return [(self.groups[g].spec, self._gather([g], [rows]), positions) for g, positions, rows in self._runs(index)]
+
+    def batches(self, index: torch.Tensor, by_layer_shapes: bool = True) -> list[Batch]:
+        """The models at row positions `index` as one `Batch` per set of architectures that share their layer shapes
+        (`by_layer_shapes`; else one per architecture): in it, one run per architecture group present, in group order,
+        each run in index order."""
+        shared = self._batch_of_group  # type: ignore[attr-defined]  # [G]
+        batch_of_group = shared if by_layer_shapes else np.arange(len(self.groups))
+        out: list[Batch] = []
+        for _, runs in itertools.groupby(self._runs(index), key=lambda run: batch_of_group[run[0]]):
+            groups, positions, rows = zip(*runs)
+            out.append(Batch(tuple(self.groups[g].spec for g in groups), tuple(len(p) for p in positions),
+                             self._gather(groups, rows), torch.cat(positions)))
         return out
+
+    def _runs(self, index: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(group, positions in `index` [B_g], rows within the group [B_g]) for each architecture group present, in
+        (batch, group) order, each in index order. The run sizes are counted on the host, from the step's one copy of
+        `index` there (B ints; none when `index` is on the CPU); the positions come from one stable sort beside it."""
+        keys, counts = np.unique(self._key[index.cpu().numpy()], return_counts=True)  # type: ignore[attr-defined]
+        key_t, row_t = self._key_t.to(index.device), self._row_t.to(index.device)  # type: ignore[attr-defined]
+        order = torch.argsort(key_t[index], stable=True)  # [B]: positions in index, run after run
+        sizes = counts.tolist()
+        return [(int(k) % len(self.groups), positions, rows)
+                for k, positions, rows in zip(keys, order.split(sizes), row_t[index[order]].split(sizes))]
+
+    def _gather(self, groups: Sequence[int], rows: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Params [sum(len(r)), …]: rows[j] of group groups[j], stacked in that order (groups of equal shapes)."""
+        taken = [{k: v[r.to(v.device)] for k, v in self.groups[g].params.items()} for g, r in zip(groups, rows)]
+        return taken[0] if len(taken) == 1 else {k: torch.cat([t[k] for t in taken]) for k in taken[0]}
 
     def split(self, name: str) -> MixedZoo:
         return MixedZoo(tuple(z.split(name) for z in self.groups), self.task, self.info)
@@ -146,7 +205,7 @@ class MixedZoo:
     def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> MixedZoo:
         """Models at the given row positions, grouped by architecture (order within each group kept)."""
         idx = np.asarray(index, dtype=np.int64)
-        group, row = self._group.numpy()[idx], self._row.numpy()[idx]  # type: ignore[attr-defined]
+        group, row = self._group[idx], self._row[idx]  # type: ignore[attr-defined]
         return MixedZoo(tuple(z.subset(row[group == g]) for g, z in enumerate(self.groups)), self.task, self.info)
 
     def to(self, device: torch.device | str) -> MixedZoo:

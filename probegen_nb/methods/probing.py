@@ -9,8 +9,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from probegen_nb.core.arch.cnn import cnn_forward_runs
 from probegen_nb.core.arch.registry import ArchSpec, forward
-from probegen_nb.core.zoo import AnyZoo, MixedZoo
+from probegen_nb.core.zoo import AnyZoo, Batch, MixedZoo
 from probegen_nb.methods.predictor import Predictor
 from probegen_nb.probes.base import ProbeSource
 
@@ -37,22 +38,43 @@ class ProbingModel(nn.Module):
         x = self.probes() if probes is None else probes  # [Q, *input_shape]
         return forward(spec or self.specs[0], params, x).flatten(1)  # [B, Q, K] → [B, Q·K]
 
-    def represent_rows(self, zoo: AnyZoo, index: torch.Tensor, probes: torch.Tensor | None = None) -> torch.Tensor:
-        """[len(index), Q·K] for the zoo's models at row positions `index`, one batched forward per architecture."""
-        x = self.probes() if probes is None else probes
-        parts = zoo.parts(index)
-        if len(parts) == 1 and parts[0][2] is None:
-            return self.represent(parts[0][1], x, parts[0][0])
-        out = x.new_zeros(len(index), self.rep_dim)
-        for spec, params, positions in parts:
-            out = out.index_copy(0, positions, self.represent(params, x, spec))
-        return out
+    def represent_rows(self, zoo: AnyZoo, index: torch.Tensor, probes: torch.Tensor | None = None,
+                       by_layer_shapes: bool | None = None) -> torch.Tensor:
+        """[len(index), Q·K] for the zoo's models at row positions `index`, in any order: one batched forward per
+        architecture, or per set of architectures that share their layer shapes (`by_layer_shapes`; by default where
+        that is the faster, see `shares_forwards`)."""
+        x = self.probes() if probes is None else probes  # [Q, *input_shape]
+        batches = zoo.batches(index, shares_forwards(x.device) if by_layer_shapes is None else by_layer_shapes)
+        reps = [forward_batch(b, x).flatten(1) for b in batches]  # [B_b, Q·K] each
+        if len(batches) == 1 and batches[0].positions is None:
+            return reps[0]
+        if not batches:
+            return x.new_zeros(0, self.rep_dim)
+        positions = torch.cat([b.positions for b in batches])  # [B]: the position in `index` of each row of the cat
+        return torch.cat(reps)[torch.argsort(positions)]  # the inverse permutation: row j is index[j]'s model
 
     def forward(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.predictor(self.represent(params))
 
     def predict_rows(self, zoo: AnyZoo, index: torch.Tensor) -> torch.Tensor:
         return self.predictor(self.represent_rows(zoo, index))
+
+
+def shares_forwards(device: torch.device) -> bool:
+    """Whether architectures that share their layer shapes run as one batched forward by default: not on a CPU, where
+    oneDNN's grouped convolution gets slower per model as models are added (2-core CPU, Q = 128, a step of 32 models:
+    32 Wild Park architectures that differ only in activations 0.60 steps/s one forward each, 0.17 as one; the Small
+    CNN Zoo's relu and tanh groups 4.5 and 3.4; `benchmarks/bench_probe_training.py`, `wild_park`). Elsewhere yes:
+    fewer, larger kernels (unmeasured here; the benchmark records both)."""
+    return device.type != "cpu"
+
+
+def forward_batch(batch: Batch, x: torch.Tensor) -> torch.Tensor:
+    """[B, Q, K]: the batch's models on probes x, one batched forward (architectures sharing one only as CNNs that
+    differ in their activations)."""
+    if len(batch.specs) == 1:
+        return forward(batch.specs[0], batch.params, x)
+    return cnn_forward_runs(batch.specs, batch.counts, batch.params, x)  # type: ignore[arg-type]
 
 
 def check_probe_shape(probes: ProbeSource, spec: ArchSpec) -> None:

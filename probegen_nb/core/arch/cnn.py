@@ -7,8 +7,8 @@ convolution over all models' filters.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -96,6 +96,11 @@ class CNNSpec:
     def n_params(self) -> int:
         return sum(math.prod(s) for s in self.param_shapes().values())
 
+    def without_activations(self) -> CNNSpec:
+        """The layer shapes alone (every activation "none"): CNNs equal here share one batched forward
+        (`cnn_forward_runs`)."""
+        return replace(self, activation="none")
+
     def build_module(self) -> CNN:
         return CNN(self)
 
@@ -132,8 +137,8 @@ def cnn_forward(spec: CNNSpec, params: Mapping[str, torch.Tensor], x: torch.Tens
     """x: shared [P, C, H, W] or per-model [M, P, C, H, W] → logits [M, P, K].
 
     The M models become the groups of one grouped convolution: activations live as [P, M·channels, H, W].
-    `after_activation(i, h)` (training only, e.g. the zoo builder's per-model dropout) transforms layer i's
-    activations h [P, M·O, H', W'].
+    `after_activation(i, h)` (e.g. the zoo builder's per-model dropout, or `cnn_forward_runs`'s activations) transforms
+    layer i's activations h [P, M·O, H', W'].
     """
     m = params["fc.weight"].shape[0]
     if x.dim() == 4:  # shared inputs: the first layer is one ordinary convolution with all models' filters
@@ -160,3 +165,29 @@ def cnn_forward(spec: CNNSpec, params: Mapping[str, torch.Tensor], x: torch.Tens
             kept[i] = h
     pooled = h.mean(dim=(2, 3)).unflatten(1, (m, -1))  # [P, M, O]
     return torch.einsum("pmi,moi->mpo", pooled, params["fc.weight"]) + params["fc.bias"][:, None, :]  # [M, P, K]
+
+
+def cnn_forward_runs(specs: Sequence[CNNSpec], counts: Sequence[int], params: Mapping[str, torch.Tensor],
+                     x: torch.Tensor) -> torch.Tensor:
+    """CNNs that differ only in their activations as one batched forward: `counts[j]` consecutive models of
+    `specs[j]` (params [sum(counts), …]) → logits [M, P, K], equal to `cnn_forward` of each run, concatenated.
+
+    The convolutions run once for all models; layer i's activation is applied run by run, each run on its own
+    channel group of h [P, M·O, H, W] (adjacent runs with the same activation together).
+    """
+    shared = specs[0].without_activations()
+    if any(s.without_activations() != shared for s in specs):
+        raise ValueError("cnn_forward_runs: the architectures differ in more than their activations")
+
+    def activate(i: int, h: torch.Tensor) -> torch.Tensor:
+        names, widths = [], []  # one entry per stretch of adjacent runs with the same activation
+        for spec, n in zip(specs, counts):
+            if names and names[-1] == spec.activation[i]:
+                widths[-1] += n * spec.channels[i]
+            else:
+                names.append(spec.activation[i])
+                widths.append(n * spec.channels[i])
+        out = [CNN_ACTIVATIONS[a](chunk) for a, chunk in zip(names, h.split(widths, dim=1))]
+        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
+
+    return cnn_forward(shared, params, x, after_activation=activate)
