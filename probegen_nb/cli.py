@@ -50,7 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--out", type=Path, help="default: runs/<notebook>_seeds")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        run_demo(args.out)
+        out_root = args.out.resolve()
+        run_demo(out_root)
+        print(f"\nExecuted notebooks and their figures/metrics.json are in {out_root}/.\n"
+              f"Open them with `make lab` (JupyterLab on notebooks/) and File > Open {out_root}/<name>.ipynb,\n"
+              f"or look at the PNG/HTML figures in each {out_root}/<name>/ folder.\n"
+              f"All figures and metrics on one page (offline): {out_root / 'index.html'}")
         return
     if args.command == "seeds":
         out = args.out or REPO / "runs" / f"{args.notebook}_seeds"

@@ -1,14 +1,27 @@
-"""Run notebooks headlessly with papermill: the demo sequence (`make demo`) and the notebook tests share this."""
+"""Run notebooks headlessly with papermill: the demo sequence (`make demo`) and the notebook tests share this.
+
+While a notebook runs, a tqdm bar per notebook shows its code cells done of total, the time since it started (kernel
+start included, ticking during a long cell) and the cell running now. The kernel talks to us over IPC (Unix domain
+sockets in a private temporary folder) rather than TCP on localhost: nothing listens on a port, and ipykernel has no
+reason for its "Kernel is running over TCP without encryption" warning.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+import os
+import sys
+import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from probegen_nb.viz.report import write_index
 
@@ -22,12 +35,158 @@ DEMO_SEQUENCE: dict[str, dict[str, Any]] = {
     "03_cnn_generalization": {"epochs": 10},
     "04_explore_probes": {"run_dir": "{out_root}/03_cnn_generalization"},  # explores the runs 03 just wrote
 }
+# ZeroMQ's ipc:// transport needs Unix domain sockets; elsewhere (Windows) the kernel falls back to TCP on localhost.
+KERNEL_TRANSPORT = "ipc" if os.name == "posix" else "tcp"
+ENGINE_NAME = "probegen_nb"  # papermill's nbclient engine, plus the progress bar
+BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} cells |{bar}| {elapsed}{postfix}"
+POSTFIX_WIDTH = 44
+
+
+@dataclasses.dataclass(frozen=True)
+class NotebookProgress:
+    """Where one notebook run stands: code cells done of those to run (the injected-parameters cell included),
+    seconds since the run started (kernel start included), and whether a cell failed."""
+
+    stem: str
+    done: int
+    total: int
+    elapsed_s: float
+    failed: bool = False
+
+
+class _Progress:
+    """The tqdm bar of one notebook run, fed by papermill's cell callbacks; a thread refreshes it while a cell runs
+    so that the elapsed time keeps moving (every second on a terminal, every 30 s into a log)."""
+
+    def __init__(self, stem: str, show: bool, on_progress: Callable[[NotebookProgress], None] | None) -> None:
+        self.stem, self.show, self.on_progress = stem, show, on_progress
+        self.total = self.done = 0
+        self.failed = False
+        self.t0 = time.perf_counter()
+        self.bar: Any = None
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def state(self) -> NotebookProgress:
+        return NotebookProgress(self.stem, self.done, self.total, time.perf_counter() - self.t0, self.failed)
+
+    def start(self, nb: Any) -> None:
+        self.total = sum(_runs(cell) for cell in nb.cells)
+        self.t0 = time.perf_counter()
+        if not self.show:
+            return
+        try:  # a terminal that reports 0 columns (a pty nobody sized) would get an empty bar from tqdm
+            ncols = 100 if os.get_terminal_size(sys.stderr.fileno()).columns == 0 else None
+        except (AttributeError, OSError, ValueError):
+            ncols = None
+        self.bar = tqdm(total=self.total, desc=self.stem, unit="cell", bar_format=BAR_FORMAT, file=sys.stderr,
+                        ncols=ncols, postfix=_fit("starting kernel"))
+        interval = 1.0 if getattr(sys.stderr, "isatty", lambda: False)() else 30.0
+        self._ticker = threading.Thread(target=self._tick, args=(interval,), daemon=True, name=f"{self.stem} bar")
+        self._ticker.start()
+
+    def _postfix(self, text: str, refresh: bool = True) -> None:
+        self.bar.set_postfix_str(_fit(text), refresh=refresh)
+
+    def _tick(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.bar.refresh()
+
+    def cell_start(self, cell: Any, index: int | None) -> None:
+        if self.bar is not None and _runs(cell):
+            line = next((s.strip() for s in cell.source.splitlines() if s.strip() and not s.lstrip().startswith("#")),
+                        "")
+            where = f"cell {index + 1}" if index is not None else "cell"  # 1-based, as in papermill's log
+            self._postfix(f"{where}: {line}")
+
+    def cell_complete(self, cell: Any, failed: bool) -> None:
+        if not _runs(cell):
+            return
+        self.failed |= failed
+        if not failed:
+            self.done += 1
+        if self.bar is not None:
+            self.bar.update(0 if failed else 1)
+        if self.on_progress is not None:
+            self.on_progress(self.state())
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
+        if self.bar is not None:
+            self._postfix("failed" if self.failed else "done", refresh=False)
+            self.bar.close()
+            self.bar = None
+
+
+def _fit(text: str) -> str:
+    """The bar's postfix (the cell running now) in a fixed width, so that the bar does not change length with it."""
+    return (text[:POSTFIX_WIDTH - 1] + "…" if len(text) > POSTFIX_WIDTH else text).ljust(POSTFIX_WIDTH)
+
+
+def _runs(cell: Any) -> bool:
+    """Whether nbclient executes this cell (it skips markdown and empty code cells)."""
+    return cell.get("cell_type") == "code" and bool(cell.get("source", "").strip())
+
+
+@functools.cache
+def _register_engine() -> str:
+    """Register papermill's nbclient engine with a `_Progress` fed from its execution manager; papermill is imported
+    here, on first use, as its import is slow."""
+    from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+
+    class Manager(NotebookExecutionManager):
+        def __init__(self, nb: Any, progress: _Progress, **kwargs: Any) -> None:
+            super().__init__(nb, progress_bar=False, **kwargs)
+            self.progress = progress
+
+        def notebook_start(self, **kwargs: Any) -> None:
+            super().notebook_start(**kwargs)
+            self.progress.start(self.nb)
+
+        def cell_start(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+            super().cell_start(cell, cell_index, **kwargs)
+            self.progress.cell_start(cell, cell_index)
+
+        def cell_complete(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+            super().cell_complete(cell, cell_index, **kwargs)
+            self.progress.cell_complete(cell, failed=cell.metadata.papermill["status"] == self.FAILED)
+
+        def cleanup_pbar(self) -> None:
+            super().cleanup_pbar()
+            self.progress.close()
+
+    class Engine(NBClientEngine):
+        @classmethod
+        def execute_notebook(cls, nb: Any, kernel_name: str, output_path: str | None = None,
+                             progress_bar: bool = False, log_output: bool = False, autosave_cell_every: int = 30,
+                             progress: _Progress | None = None, **kwargs: Any) -> Any:
+            """papermill's `Engine.execute_notebook` with our manager (`progress_bar` is ours, not papermill's)."""
+            nb_man = Manager(nb, progress or _Progress("notebook", bool(progress_bar), None), output_path=output_path,
+                             log_output=log_output, autosave_cell_every=autosave_cell_every)
+            nb_man.notebook_start()
+            try:
+                cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+            finally:
+                nb_man.cleanup_pbar()
+                nb_man.notebook_complete()
+            return nb_man.nb
+
+    papermill_engines.register(ENGINE_NAME, Engine)
+    return ENGINE_NAME
 
 
 def run_notebook(stem: str, out_root: str | Path, parameters: dict[str, Any] | None = None,
-                 notebooks_dir: Path = NOTEBOOKS) -> Path:
-    """Execute `notebooks/<stem>.ipynb` into `<out_root>/<stem>.ipynb`; its figures go to `<out_root>/<stem>/`."""
+                 notebooks_dir: Path = NOTEBOOKS, progress: bool = True,
+                 on_progress: Callable[[NotebookProgress], None] | None = None) -> Path:
+    """Execute `notebooks/<stem>.ipynb` into `<out_root>/<stem>.ipynb`; its figures go to `<out_root>/<stem>/`.
+
+    The kernel is `python3`, started in `notebooks_dir`. `progress` shows a tqdm bar of the code cells;
+    `on_progress`, if given, gets a `NotebookProgress` after each code cell (shown or not)."""
     import papermill
+    from traitlets.config import Config
 
     out_root = Path(out_root).resolve()
     out_root.mkdir(parents=True, exist_ok=True)
@@ -35,38 +194,44 @@ def run_notebook(stem: str, out_root: str | Path, parameters: dict[str, Any] | N
     for key, value in (parameters or {}).items():  # "{out_root}" in a text parameter names this run's folder
         params[key] = value.format(out_root=out_root) if isinstance(value, str) else value
     out_nb = out_root / f"{stem}.ipynb"
-    papermill.execute_notebook(str(notebooks_dir / f"{stem}.ipynb"), str(out_nb), parameters=params,
-                               kernel_name="python3", cwd=str(notebooks_dir), progress_bar=False,
-                               store_widget_state=False)
+    with tempfile.TemporaryDirectory(prefix="probegen-kernel-", ignore_cleanup_errors=True) as sockets:
+        # The ipc sockets are files named `<ip>-<port>`: left to jupyter_client, `ip` would be "kernel-ipc" in the
+        # kernel's cwd (notebooks/), shared with any other run there; a private folder per run keeps them apart.
+        kernel = {"transport": KERNEL_TRANSPORT}
+        if KERNEL_TRANSPORT == "ipc":
+            kernel["ip"] = os.path.join(sockets, "kernel")
+        papermill.execute_notebook(str(notebooks_dir / f"{stem}.ipynb"), str(out_nb), parameters=params,
+                                   engine_name=_register_engine(), kernel_name="python3", cwd=str(notebooks_dir),
+                                   progress_bar=False, progress=_Progress(stem, progress, on_progress),
+                                   config=Config({"KernelManager": kernel}), store_widget_state=False)
     return out_nb
 
 
-def run_demo(out_root: str | Path, sequence: dict[str, dict[str, Any]] = DEMO_SEQUENCE) -> list[Path]:
-    """Run the demo sequence, printing what was written where; ends with an `index.html` over all of it."""
+def run_demo(out_root: str | Path, sequence: dict[str, dict[str, Any]] = DEMO_SEQUENCE,
+             progress: bool = True) -> list[Path]:
+    """Run the demo sequence, a line and a progress bar per notebook; ends with an `index.html` over all of it
+    (`<out_root>/index.html`). Returns the executed notebooks."""
     out_root = Path(out_root).resolve()
     written = []
     for stem, parameters in sequence.items():
-        t0 = time.perf_counter()
-        print(f"running notebooks/{stem}.ipynb {parameters or ''}...", flush=True)
-        written.append(run_notebook(stem, out_root, parameters))
-        print(f"  done in {time.perf_counter() - t0:.0f} s -> {out_root / stem}.ipynb, figures in {out_root / stem}/",
-              flush=True)
-    index = write_index(out_root, list(sequence))
-    print(f"\nExecuted notebooks and their figures/metrics.json are in {out_root}/.\n"
-          f"Open them with `make lab` (JupyterLab on notebooks/) and File > Open {out_root}/<name>.ipynb,\n"
-          f"or look at the PNG/HTML figures in each {out_root}/<name>/ folder.\n"
-          f"All figures and metrics on one page (offline): {index}")
+        if progress:
+            tqdm.write(f"notebooks/{stem}.ipynb{f' {parameters}' if parameters else ''} -> {out_root / stem}.ipynb, "
+                       f"figures in {out_root / stem}/", file=sys.stderr)
+        written.append(run_notebook(stem, out_root, parameters, progress=progress))
+    write_index(out_root, list(sequence))
     return written
 
 
-def run_seeds(stem: str, seeds: Sequence[int], out_root: str | Path,
-              parameters: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
+def run_seeds(stem: str, seeds: Sequence[int], out_root: str | Path, parameters: dict[str, Any] | None = None,
+              progress: bool = True) -> dict[str, dict[str, float]]:
     """Run a notebook once per seed into `<out_root>/seed_<k>/` and aggregate the numbers of its `metrics.json`
     ({method: {metric: value}}) into mean ± std per method, written to `<out_root>/summary.json`."""
     out_root = Path(out_root).resolve()
     per_seed = []
     for seed in seeds:
-        run_notebook(stem, out_root / f"seed_{seed}", {**(parameters or {}), "seed": seed})
+        if progress:
+            tqdm.write(f"notebooks/{stem}.ipynb seed {seed} -> {out_root / f'seed_{seed}'}/", file=sys.stderr)
+        run_notebook(stem, out_root / f"seed_{seed}", {**(parameters or {}), "seed": seed}, progress=progress)
         per_seed.append(json.loads((out_root / f"seed_{seed}" / stem / "metrics.json").read_text()))
     summary: dict[str, dict[str, float]] = {}
     for method, values in per_seed[0].items():

@@ -1,0 +1,84 @@
+"""The papermill runner on a tiny notebook: parameters applied, kernel cwd, a progress bar that sees every cell, and
+no "Kernel is running over TCP without encryption" warning (IPC transport); negative controls show that the same
+capture does see that warning over TCP, and that progress stops short when a cell fails."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from probegen_nb.app import runner
+from probegen_nb.app.runner import NotebookProgress, run_notebook
+
+WARNING = "without encryption"
+PROBE = """import json, os, time
+import ipykernel
+time.sleep(0.2)
+print(json.dumps({"cwd": os.getcwd(), "files": sorted(os.listdir(".")),
+                  "transport": json.loads(ipykernel.get_connection_info())["transport"]}))"""
+
+
+def tiny_notebook(folder: Path, last_cell: str = 'print(f"x = {x}")') -> Path:
+    """`folder/tiny.ipynb`: a `parameters` cell and two more, one sleeping 0.2 s and reporting cwd and transport."""
+    folder.mkdir(parents=True, exist_ok=True)
+    params = nbformat.v4.new_code_cell('x: int = 1  # a parameter\nout_dir: str = ""  # set by the runner')
+    params.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(PROBE),
+                                         nbformat.v4.new_code_cell(last_cell)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / "tiny.ipynb")
+    return folder
+
+
+def stream_text(executed: dict) -> list[str]:
+    return ["".join(o["text"]) for c in executed["cells"] for o in c.get("outputs", []) if o.get("name") == "stdout"]
+
+
+def test_run_notebook_over_ipc_without_warning_and_progress_sees_every_cell(tmp_path: Path, capfd) -> None:
+    nbs = tiny_notebook(tmp_path / "nbs")
+    seen: list[NotebookProgress] = []
+    out_nb = run_notebook("tiny", tmp_path / "out", {"x": 7}, notebooks_dir=nbs, on_progress=seen.append)
+    out, err = capfd.readouterr()
+
+    assert out_nb == (tmp_path / "out" / "tiny.ipynb").resolve() and out_nb.exists()
+    executed = json.loads(out_nb.read_text())
+    probe, shown = stream_text(executed)
+    assert shown == "x = 7\n", "the parameter is applied"
+    probe = json.loads(probe)
+    assert probe["cwd"] == str(nbs) and probe["transport"] == "ipc"
+    assert not [f for f in probe["files"] if f.startswith("kernel")], "ipc sockets stay out of the kernel's cwd"
+
+    assert WARNING not in out + err
+    code_cells = [c for c in executed["cells"] if c["cell_type"] == "code"]
+    assert len(code_cells) == 4  # the three written, plus papermill's injected-parameters cell
+    assert [(p.done, p.total) for p in seen] == [(k, 4) for k in range(1, 5)]
+    assert not seen[-1].failed and seen[-1].elapsed_s >= 0.2
+    assert "tiny: 4/4 cells" in err and "done" in err, "the bar ends with every cell done"
+
+
+def test_negative_control_same_capture_sees_the_warning_over_tcp(tmp_path: Path, capfd, monkeypatch) -> None:
+    """The kernel's stderr reaches capfd: over TCP the warning the test above rules out is seen. With
+    `progress=False` there is no bar, but `on_progress` still sees the cells."""
+    monkeypatch.setattr(runner, "KERNEL_TRANSPORT", "tcp")
+    seen: list[NotebookProgress] = []
+    out_nb = run_notebook("tiny", tmp_path / "out", {"x": 7}, notebooks_dir=tiny_notebook(tmp_path / "nbs"),
+                          progress=False, on_progress=seen.append)
+    out, err = capfd.readouterr()
+    assert json.loads(stream_text(json.loads(out_nb.read_text()))[0])["transport"] == "tcp"
+    assert WARNING in out + err
+    assert "cells |" not in err
+    assert (seen[-1].done, seen[-1].total) == (4, 4)
+
+
+def test_negative_control_progress_stops_at_a_failing_cell(tmp_path: Path, capfd) -> None:
+    """Progress counts cells that ran, not cells that exist: a failing last cell leaves it at 3 of 4, flagged."""
+    from papermill.exceptions import PapermillExecutionError
+
+    seen: list[NotebookProgress] = []
+    with pytest.raises(PapermillExecutionError):
+        run_notebook("tiny", tmp_path / "out", {"x": 7}, on_progress=seen.append,
+                     notebooks_dir=tiny_notebook(tmp_path / "nbs", last_cell="raise ValueError('boom')"))
+    err = capfd.readouterr().err
+    assert (seen[-1].done, seen[-1].total, seen[-1].failed) == (3, 4, True)
+    assert "tiny: 3/4 cells" in err and "failed" in err and "4/4" not in err
