@@ -24,6 +24,7 @@ from torch import nn
 
 from probegen_nb.core.arch.cnn import CNN_ACTIVATIONS, CNNSpec, cnn_forward
 from probegen_nb.core.device import describe_device, resolve_device, synchronize
+from probegen_nb.core.memory import peak_memory
 from probegen_nb.zoos.cnn import (
     CNNZooRecipe,
     PerModelOptimizer,
@@ -131,7 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
     recipe = replace(CNNZooRecipe(), steps=args.steps, checkpoints=())  # training only: no evaluation
     g = torch.Generator().manual_seed(0)
 
-    train_cnns(spec, hp[: args.batched_models], train_x, train_y, test_x, test_y, replace(recipe, steps=2), g, dev)
+    with peak_memory(dev) as peak:  # warm-up both paths; the batched one's peak memory
+        train_cnns(spec, hp[: args.batched_models], train_x, train_y, test_x, test_y, replace(recipe, steps=2), g,
+                   dev)
     reference_train(spec, hp[:1], train_x, train_y, 2, recipe.batch_size, g)  # warm both paths up
     ref_rates, batched_rates = [], []
     for _ in range(args.rounds):
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
               "max_abs_diff": agreement, "agreement_optimizers": list(check["optimizer"]), "agreement_steps": 3,
               "reference_model_steps_per_s": ref, "batched_model_steps_per_s": batched, "ratio": batched / ref,
               "batched_models": args.batched_models, "steps": args.steps, "rounds": args.rounds,
+              "peak_bytes_per_model": peak.per(args.batched_models), "peak_memory_measured": peak.how,
               "dataset": data.name, "device": describe_device(dev), "torch": torch.__version__, "smoke": args.smoke,
               "note": "models_per_s counts models trained for `steps` steps each"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -161,6 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{f'batched ({args.batched_models} at once)':28}{batched:>14,.0f}")
     print(f"weights after 3 steps, one at a time vs batched: max |Δ| {agreement:.1e} "
           f"({', '.join(check['optimizer'])}; dropout off)")
+    print(f"peak memory {peak.per(args.batched_models) / 2**20:,.2f} MiB per CNN ({peak.how})")
     print(f"ratio {result['ratio']:.1f}x on {result['device']}; wrote {args.out}")
     return result
 

@@ -22,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from probegen_nb.core.arch.siren import SirenSpec, pixel_grid, siren_forward
 from probegen_nb.core.device import describe_device, resolve_device, synchronize
+from probegen_nb.core.memory import peak_memory
 from probegen_nb.zoos.data import load_mnist
 from probegen_nb.zoos.inr import PUBLIC_RECIPE, fit_inrs, init_siren_params
 
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
     recipe = replace(PUBLIC_RECIPE, steps=args.steps, target_psnr=float("inf"))  # no early stop: equal work
     init = {k: v[:n_ref] for k, v in init_siren_params(SirenSpec(), batch, torch.Generator().manual_seed(0)).items()}
 
-    fit_inrs(images[:batch], recipe=replace(recipe, steps=2), device=dev)  # warm-up both paths
+    with peak_memory(dev) as peak:  # warm-up both paths; the batched one's peak memory
+        fit_inrs(images[:batch], recipe=replace(recipe, steps=2), device=dev)
     reference_fit(images[:1], 2, dev, init)
     ref_rates, batched_rates = [], []
     for _ in range(args.rounds):
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
         "reference_gflop_per_s": ref * flops / 1e9,
         "batched_gflop_per_s": batched * flops / 1e9,
         "full_mnist_zoo_minutes_estimate": 70_000 * PUBLIC_RECIPE.steps / batched / 60,
+        "peak_bytes_per_model": peak.per(batch),  # memory of fitting `batch` INRs at once, per INR
+        "peak_memory_measured": peak.how,
         "device": describe_device(dev),
         "torch": torch.__version__,
         "smoke": args.smoke,
@@ -118,6 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'one at a time':24}{ref:>14,.0f}{result['reference_gflop_per_s']:>10.2f}")
     print(f"{f'batched ({batch} at once)':24}{batched:>14,.0f}{result['batched_gflop_per_s']:>10.2f}")
     print(f"fitted weights, one at a time vs batched: max |Δ| {max_abs_diff:.1e} ({n_ref} INRs, {args.steps} steps)")
+    print(f"peak memory {peak.per(batch) / 2**10:,.1f} KiB per INR ({peak.how})")
     print(f"ratio {result['ratio']:.1f}x on {result['device']}; 70k-INR zoo ≈ "
           f"{result['full_mnist_zoo_minutes_estimate']:.0f} min; wrote {args.out}")
     return result

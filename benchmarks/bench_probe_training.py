@@ -36,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from probegen_nb.core.arch.cnn import CNNSpec
 from probegen_nb.core.arch.registry import forward
 from probegen_nb.core.device import describe_device, resolve_device, synchronize
+from probegen_nb.core.memory import peak_memory
 from probegen_nb.core.zoo import MixedZoo, Task, Zoo
 from probegen_nb.core.zoo_io import load_zoo
 from probegen_nb.experiment.config import RunConfig
@@ -104,6 +105,8 @@ def measure(zoo: Zoo, batch: int, n_probes: int, steps: int, rounds: int, dev: t
     with FlopCounterMode(display=False) as counter:
         batched_step(model, sub.params, labels, optimizer)
     flops_per_model = counter.get_total_flops() / batch
+    with peak_memory(dev) as peak:  # one batched training step (forward, backward, Adam) of `batch` models
+        batched_step(model, sub.params, labels, optimizer)
     agreement = max_abs_diff(model, lambda x: torch.stack([m(x).flatten() for m in modules]),
                              lambda x: model.represent(sub.params, x), labels)
     reference_step(model, modules, labels, optimizer)  # warm-up
@@ -119,7 +122,7 @@ def measure(zoo: Zoo, batch: int, n_probes: int, steps: int, rounds: int, dev: t
     r, b = statistics.median(ref), statistics.median(bat)
     return {"reference_models_per_s": r, "batched_models_per_s": b, "ratio": b / r,
             "flops_per_model_step": flops_per_model, "batched_gflop_per_s": b * flops_per_model / 1e9,
-            "max_abs_diff": agreement}
+            "max_abs_diff": agreement, "peak_bytes_per_model": peak.per(batch), "peak_memory_measured": peak.how}
 
 
 def per_group_loop(zoo: MixedZoo) -> Callable[[ProbingModel, torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -35,6 +35,12 @@ def run(name: str, tmp_path: Path) -> tuple[dict, dict]:
     return result, written
 
 
+def has_memory(d: dict) -> None:
+    """The per-model peak memory README quotes is there (how it is measured is tested in test_memory.py)."""
+    assert isinstance(d["peak_bytes_per_model"], float) and d["peak_bytes_per_model"] >= 0
+    assert d["peak_memory_measured"] in ("peak RSS growth (VmHWM)", "ru_maxrss growth (new peaks only)")
+
+
 def positive(d: dict, *keys: str) -> None:
     for k in keys:
         assert isinstance(d[k], float) and d[k] > 0, (k, d[k])
@@ -48,6 +54,7 @@ def test_inr_fitting_benchmark_smoke(tmp_path: Path) -> None:
     assert 2.5 * forward_matmuls < result["flops_per_inr_step"] < 3.5 * forward_matmuls  # forward + backward
     assert written["agreement_models"] >= 1
     assert 0 <= written["max_abs_diff"] < FITTED_INRS  # one at a time and batched fit the same weights
+    has_memory(written)
 
 
 def test_probe_training_benchmark_smoke(tmp_path: Path) -> None:
@@ -58,6 +65,7 @@ def test_probe_training_benchmark_smoke(tmp_path: Path) -> None:
     cases = [*written["by_batch"].values(), written["cnn"]]
     for case in cases:
         positive(case, "reference_models_per_s", "batched_models_per_s", "ratio")
+        has_memory(case)
     wild = written["wild_park"]
     positive(wild, "one_group_steps_per_s")
     for name in ("distinct", "shared_shapes"):
@@ -78,3 +86,4 @@ def test_cnn_zoo_benchmark_smoke(tmp_path: Path) -> None:
     positive(written, "reference_model_steps_per_s", "batched_model_steps_per_s", "ratio")
     assert set(written["agreement_optimizers"]) <= {"adam", "sgd", "rmsprop"} and written["agreement_steps"] >= 1
     assert 0 <= written["max_abs_diff"] < TRAINED_CNNS  # module + torch.optim and the batched step agree
+    has_memory(written)

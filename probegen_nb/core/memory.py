@@ -1,0 +1,72 @@
+"""Peak memory of a block of work on one device: where README's "how large a zoo fits" figures come from.
+
+- CUDA: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats` (the caching allocator's own count).
+- CPU (Linux): the growth of the process's peak resident set (VmHWM in /proc/self/status) over the block, after
+  resetting that peak to the current RSS through /proc/self/clear_refs; where the reset is refused, the growth of
+  `ru_maxrss`, which only sees a block that sets a new peak for the process (then say so: `exact` is False).
+Written by hand because neither psutil nor tracemalloc reports the peak of torch's CPU allocations over a block
+without sampling.
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class PeakMemory:
+    """Filled in when the `peak_memory` block ends."""
+
+    bytes: int = 0  # peak bytes above what was in use when the block started
+    exact: bool = True  # False: a CPU fallback that only sees new process-wide peaks
+    how: str = ""  # what was measured, for the benchmark's JSON
+
+    def per(self, n: int) -> float:
+        """Bytes per item (e.g. per model of a batch)."""
+        return self.bytes / max(n, 1)
+
+
+def _status_kib(field: str) -> int:
+    match = re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    if match is None:
+        raise OSError(f"/proc/self/status has no {field}")
+    return int(match.group(1))
+
+
+def _reset_cpu_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS to the current RSS (Linux ≥ 4.0)
+        return _status_kib("VmHWM") <= _status_kib("VmRSS") + 4
+    except OSError:
+        return False
+
+
+@contextmanager
+def peak_memory(device: torch.device) -> Iterator[PeakMemory]:
+    """`with peak_memory(dev) as peak: …` — afterwards `peak.bytes` is the block's peak above its start."""
+    result = PeakMemory()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        yield result
+        torch.cuda.synchronize(device)
+        result.bytes, result.how = torch.cuda.max_memory_allocated(device) - start, "cuda max_memory_allocated"
+        return
+    if sys.platform == "linux" and _reset_cpu_peak():
+        start = _status_kib("VmRSS")
+        yield result
+        result.bytes, result.how = (_status_kib("VmHWM") - start) * 1024, "peak RSS growth (VmHWM)"
+        return
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    yield result
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start
+    result.bytes, result.exact, result.how = grown * 1024, False, "ru_maxrss growth (new peaks only)"
