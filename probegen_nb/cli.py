@@ -1,5 +1,6 @@
-"""The command line: `python -m probegen_nb.cli demo|seeds|build-inr-zoo|build-cnn-zoo …` (behind `make demo`,
-`make seeds` and `make zoos`). The top of the package: it imports the app and the builders, nothing imports it."""
+"""The command line: `python -m probegen_nb.cli demo|seeds|train|build-inr-zoo|build-cnn-zoo …` (behind `make demo`,
+`make seeds`, `make zoos` and `benchmarks/gpu_check.sh`). The top of the package: it imports the app, the experiment
+and the builders; nothing imports it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import argparse
 from pathlib import Path
 
 from probegen_nb.app.runner import REPO, run_demo, run_seeds
+from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.train import train
+from probegen_nb.probes.registry import PROBE_CONFIGS
 from probegen_nb.zoos.cnn import CNNZooRecipe, build_cnn_zoo, sample_wild_park_specs
 from probegen_nb.zoos.data import DATASETS, load_dataset
 from probegen_nb.zoos.inr import HIGH_QUALITY_RECIPE, PUBLIC_RECIPE, build_inr_zoo, plan_from_splits_json, plan_inr_zoo
@@ -42,6 +46,15 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--device", default="auto")
     c.add_argument("--overwrite", action="store_true")
+    t = sub.add_parser("train", help="one probing run into a run folder (the paper's protocol unless told otherwise)")
+    t.add_argument("--zoo", type=Path, required=True, help="zoo folder")
+    t.add_argument("--out", type=Path, required=True, help="run folder to write")
+    t.add_argument("--probes", choices=sorted(PROBE_CONFIGS), default="probegen", help="probe source, default config")
+    t.add_argument("--n-probes", type=int, default=RunConfig.n_probes)
+    t.add_argument("--epochs", type=int, default=RunConfig.epochs)
+    t.add_argument("--max-train-models", type=int, help="use only the first N train models")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto")
     d = sub.add_parser("demo", help="run the notebook sequence headlessly")
     d.add_argument("--out", type=Path, default=REPO / "runs" / "demo")
     r = sub.add_parser("seeds", help="run one notebook for several seeds and report mean ± std per method")
@@ -56,6 +69,15 @@ def main(argv: list[str] | None = None) -> None:
               f"Open them with `make lab` (JupyterLab on notebooks/) and File > Open {out_root}/<name>.ipynb,\n"
               f"or look at the PNG/HTML figures in each {out_root}/<name>/ folder.\n"
               f"All figures and metrics on one page (offline): {out_root / 'index.html'}")
+        return
+    if args.command == "train":
+        config = RunConfig(zoo_dir=str(args.zoo), probes=PROBE_CONFIGS[args.probes](), n_probes=args.n_probes,
+                           epochs=args.epochs, max_train_models=args.max_train_models, seed=args.seed,
+                           device=args.device)
+        m = train(config, out_dir=args.out).metrics
+        name = m["metric"]
+        print(f"wrote {args.out}: test {name} {m[f'test_{name}']:.4f} at the best-validation epoch {m['best_epoch']} "
+              f"(last step {m[f'last_test_{name}']:.4f}), {m['train_seconds']:.1f} s on {m['device']}")
         return
     if args.command == "seeds":
         out = args.out or REPO / "runs" / f"{args.notebook}_seeds"
