@@ -54,9 +54,12 @@ zoos: setup
 	$(PY) -m probegen_nb.cli build-cnn-zoo --dataset cifar10-gs --out data/zoos/cifar10-gs-cnn-small \
 	  --n-runs 320 --chunk-size 32 --seed 0 --overwrite
 
+# Every CPU benchmark (about 15 min on 2 cores; run it alone on the machine). On a GPU: bash benchmarks/gpu_check.sh
 bench: setup
 	$(PY) benchmarks/bench_inr_fitting.py
 	$(PY) benchmarks/bench_probe_training.py
+	$(PY) benchmarks/bench_cnn_zoo.py
+	$(PY) benchmarks/bench_fixed_probes.py
 
 # Mean ± std over seeds of the quickstart's three methods (the README's results table).
 seeds: setup
