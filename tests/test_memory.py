@@ -24,3 +24,4 @@ def test_cpu_peak_of_a_small_block_is_small() -> None:
         small = torch.ones(1000)
         del small
     assert peak.bytes < 16 * 2**20, peak.bytes
+

@@ -2,7 +2,8 @@
 
 - CUDA: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats` (the caching allocator's own count).
 - CPU (Linux): the growth of the process's peak resident set (VmHWM in /proc/self/status) over the block, after
-  resetting that peak to the current RSS through /proc/self/clear_refs; where the reset is refused, the growth of
+  returning freed heap memory to the OS (malloc_trim) and resetting that peak to the current RSS through
+  /proc/self/clear_refs; where the reset is refused, the growth of
   `ru_maxrss`, which only sees a block that sets a new peak for the process (then say so: `exact` is False).
 Written by hand because neither psutil nor tracemalloc reports the peak of torch's CPU allocations over a block
 without sampling.
@@ -10,6 +11,7 @@ without sampling.
 
 from __future__ import annotations
 
+import ctypes
 import re
 import resource
 import sys
@@ -34,17 +36,29 @@ class PeakMemory:
         return self.bytes / max(n, 1)
 
 
-def _status_kib(field: str) -> int:
-    match = re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text())
-    if match is None:
-        raise OSError(f"/proc/self/status has no {field}")
-    return int(match.group(1))
+def _status_kib(*fields: str) -> tuple[int, ...]:
+    """The named fields of /proc/self/status in KiB, read from one snapshot."""
+    status = Path("/proc/self/status").read_text()
+    values = []
+    for name in fields:
+        match = re.search(rf"{name}:\s+(\d+) kB", status)
+        if match is None:
+            raise OSError(f"/proc/self/status has no {name}")
+        values.append(int(match.group(1)))
+    return tuple(values)
 
 
 def _reset_cpu_peak() -> bool:
+    """Hand freed heap memory back to the OS first (glibc keeps it, more so under `tune_cpu_allocator`), so that the
+    resident set is what is live and a block that reuses freed memory still shows its peak; then reset the peak."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the reset below still works, retained memory may hide growth
+        pass
     try:
         Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS to the current RSS (Linux ≥ 4.0)
-        return _status_kib("VmHWM") <= _status_kib("VmRSS") + 4
+        peak, rss = _status_kib("VmHWM", "VmRSS")
+        return peak <= rss + 1024  # reset (other threads may have freed a little since): within 1 MiB
     except OSError:
         return False
 
@@ -62,9 +76,10 @@ def peak_memory(device: torch.device) -> Iterator[PeakMemory]:
         result.bytes, result.how = torch.cuda.max_memory_allocated(device) - start, "cuda max_memory_allocated"
         return
     if sys.platform == "linux" and _reset_cpu_peak():
-        start = _status_kib("VmRSS")
+        (start,) = _status_kib("VmRSS")
         yield result
-        result.bytes, result.how = (_status_kib("VmHWM") - start) * 1024, "peak RSS growth (VmHWM)"
+        (peak,) = _status_kib("VmHWM")
+        result.bytes, result.how = max(peak - start, 0) * 1024, "peak RSS growth (VmHWM)"
         return
     start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     yield result
