@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from probegen_nb.core.device import is_cuda
+
 
 @dataclass
 class PeakMemory:
@@ -67,7 +69,7 @@ def _reset_cpu_peak() -> bool:
 def peak_memory(device: torch.device) -> Iterator[PeakMemory]:
     """`with peak_memory(dev) as peak: …` — afterwards `peak.bytes` is the block's peak above its start."""
     result = PeakMemory()
-    if device.type == "cuda":
+    if is_cuda(device):
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         start = torch.cuda.memory_allocated(device)

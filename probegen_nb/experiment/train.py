@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from probegen_nb.core.device import describe_device, resolve_device, seed_everything
+from probegen_nb.core.device import ThreadGovernor, describe_device, resolve_device, seed_everything
 from probegen_nb.core.jobs import save_tensors_atomic, write_json_atomic
 from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.core.zoo_io import load_zoo
@@ -76,6 +76,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
           probes: ProbeSource | None = None, progress: bool = True) -> RunResult:
     """Train one probing model on the zoo's train split, evaluating val and test after every epoch."""
     dev = resolve_device(config.device)
+    threads = ThreadGovernor.start("train", dev)  # CPU: intra-op threads fitted to the machine's load
     gen = seed_everything(config.seed)
     zoo = (zoo if zoo is not None else load_zoo(config.zoo_dir)).to(dev)
     model = build_model(config, zoo, gen, probes).to(dev)
@@ -120,6 +121,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
             optimizer.step()
             schedule.step()
             losses.append(loss.detach())
+            threads.update()
         n_steps += len(losses)
         record: dict[str, Any] = {"epoch": epoch, "train_loss": float(torch.stack(losses).mean()),
                                   "lr": optimizer.param_groups[0]["lr"]}  # after the epoch's last step
@@ -152,6 +154,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
         "n_train_models": len(train_zoo),
         "probe_params": sum(p.numel() for p in model.probes.parameters()),
         "predictor_params": sum(p.numel() for p in model.predictor.parameters()),
+        "threads": threads.finish(),  # the intra-op threads used and why (see core.device.ThreadGovernor)
         "device": describe_device(dev),
     }
     if out is not None:

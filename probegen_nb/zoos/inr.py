@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from probegen_nb.core.arch.siren import SirenSpec, pixel_grid, siren_forward
-from probegen_nb.core.device import resolve_device, synchronize, tune_cpu_allocator
+from probegen_nb.core.device import ThreadGovernor, resolve_device, synchronize, tune_cpu_allocator
 from probegen_nb.core.jobs import ResumableJob, software_versions
 from probegen_nb.core.zoo import SPLITS, Task, Zoo, ZooFormatError
 from probegen_nb.core.zoo_io import save_zoo
@@ -73,6 +73,7 @@ class FitResult:
     params: dict[str, torch.Tensor]  # name -> [B, *shape], on the CPU
     psnr: torch.Tensor  # [B] dB of the kept weights
     steps: torch.Tensor  # [B] Adam steps taken before the INR stopped
+    threads: dict | None = None  # the intra-op threads used (core.device.ThreadGovernor.finish())
 
 
 def fit_inrs(images: torch.Tensor | np.ndarray, spec: SirenSpec = SirenSpec(), recipe: SirenRecipe = PUBLIC_RECIPE,
@@ -82,6 +83,7 @@ def fit_inrs(images: torch.Tensor | np.ndarray, spec: SirenSpec = SirenSpec(), r
     dev = resolve_device(device)
     if dev.type == "cpu":
         tune_cpu_allocator()
+    threads = ThreadGovernor.start("inr_fit", dev)  # CPU: intra-op threads fitted to the machine's load
     imgs = torch.as_tensor(np.asarray(images))
     target = (imgs.float() / 255 if imgs.dtype == torch.uint8 else imgs.float()).to(dev)
     b, h, w = target.shape
@@ -133,6 +135,7 @@ def fit_inrs(images: torch.Tensor | np.ndarray, spec: SirenSpec = SirenSpec(), r
                 mt.mul_(recipe.beta1).add_(g, alpha=1 - recipe.beta1)
                 vt.mul_(recipe.beta2).addcmul_(g, g, value=1 - recipe.beta2)
                 p.addcdiv_(mt, (vt / c2).sqrt_().add_(recipe.eps), value=-recipe.lr / c1)
+        threads.update()
         if progress and t % 50 == 0:
             bar.set_postfix(psnr=f"{float(psnr_from_mse(mse).mean()):.1f}")
     if len(active):
@@ -140,7 +143,7 @@ def fit_inrs(images: torch.Tensor | np.ndarray, spec: SirenSpec = SirenSpec(), r
             pred = siren_forward(spec, dict(zip(names, params)), coords)
             mse = ((pred - target) ** 2).mean(dim=(1, 2))
         retire(torch.zeros(len(active), dtype=torch.bool, device=dev), recipe.steps, mse)
-    return FitResult(out, psnr, steps)
+    return FitResult(out, psnr, steps, threads.finish())
 
 
 def plan_inr_zoo(dataset: ImageDataset, n_train: int, n_val: int, n_test: int, seed: int = 0) -> pd.DataFrame:
