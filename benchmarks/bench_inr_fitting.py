@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from dataclasses import replace
@@ -59,6 +60,21 @@ def flops_per_inr_step(device: torch.device, batch: int = 8) -> float:
     return counter.get_total_flops() / batch
 
 
+def matmul_peak_gflop_per_s(device: torch.device, n: int = 2048, reps: int = 5) -> float:
+    """This machine's fp32 matmul peak, measured in the same process: the best of `reps` n×n @ n×n products
+    (2n³ FLOPs each). The yardstick for how much of the hardware the fitting uses."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b  # warm-up
+    best = math.inf
+    for _ in range(reps):
+        synchronize(device)
+        t0 = time.perf_counter()
+        a @ b
+        synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=None, help="INRs fitted at once (default 64 on CPU, 4096 on GPU)")
@@ -97,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     ref, batched = statistics.median(ref_rates), statistics.median(batched_rates)
     flops = flops_per_inr_step(dev)
+    peak_gflops = matmul_peak_gflop_per_s(dev, n=256 if args.smoke else 2048)
     result = {
         "reference_inr_steps_per_s": ref,
         "batched_inr_steps_per_s": batched,
@@ -109,6 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
         "flops_per_inr_step": flops,
         "reference_gflop_per_s": ref * flops / 1e9,
         "batched_gflop_per_s": batched * flops / 1e9,
+        "matmul_peak_gflop_per_s": peak_gflops,  # fp32 n×n matmul, best of 5, same process
+        "share_of_matmul_peak": batched * flops / 1e9 / peak_gflops,
         "full_mnist_zoo_minutes_estimate": 70_000 * PUBLIC_RECIPE.steps / batched / 60,
         "peak_bytes_per_model": peak.per(batch),  # memory of fitting `batch` INRs at once, per INR
         "peak_memory_measured": peak.how,
@@ -121,6 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'':24}{'INR-steps/s':>14}{'GFLOP/s':>10}")
     print(f"{'one at a time':24}{ref:>14,.0f}{result['reference_gflop_per_s']:>10.2f}")
     print(f"{f'batched ({batch} at once)':24}{batched:>14,.0f}{result['batched_gflop_per_s']:>10.2f}")
+    print(f"fp32 matmul peak {peak_gflops:,.0f} GFLOP/s: the batched fitting uses "
+          f"{100 * result['share_of_matmul_peak']:.0f} % of it")
     print(f"fitted weights, one at a time vs batched: max |Δ| {max_abs_diff:.1e} ({n_ref} INRs, {args.steps} steps)")
     print(f"peak memory {peak.per(batch) / 2**10:,.1f} KiB per INR ({peak.how})")
     print(f"ratio {result['ratio']:.1f}x on {result['device']}; 70k-INR zoo ≈ "

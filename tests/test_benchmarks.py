@@ -48,7 +48,9 @@ def positive(d: dict, *keys: str) -> None:
 
 def test_inr_fitting_benchmark_smoke(tmp_path: Path) -> None:
     result, written = run("bench_inr_fitting", tmp_path)
-    positive(written, "reference_inr_steps_per_s", "batched_inr_steps_per_s", "ratio", "batched_gflop_per_s")
+    positive(written, "reference_inr_steps_per_s", "batched_inr_steps_per_s", "ratio", "batched_gflop_per_s",
+             "matmul_peak_gflop_per_s")
+    assert isinstance(written["share_of_matmul_peak"], float)
     assert isinstance(written["device"], str)
     forward_matmuls = 784 * 2 * (2 * 32 + 32 * 32 + 32)
     assert 2.5 * forward_matmuls < result["flops_per_inr_step"] < 3.5 * forward_matmuls  # forward + backward
