@@ -8,9 +8,10 @@ from torch import nn
 
 
 class Predictor(nn.Module):
-    """The paper's MLP: Linear(Q·K → 256), ReLU, n_hidden × [Linear(256 → 256), ReLU], Linear(256 → d_out)."""
+    """The paper's MLP: Linear(Q·K → hidden), ReLU, n_hidden × [Linear(hidden → hidden), ReLU], Linear(hidden →
+    d_out). Width and depth come from `RunConfig` (256 and 4 there, the paper's), the one place they are written."""
 
-    def __init__(self, d_in: int, d_out: int, hidden: int = 256, n_hidden: int = 4) -> None:
+    def __init__(self, d_in: int, d_out: int, hidden: int, n_hidden: int) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Linear(d_in, hidden), nn.ReLU()]
         for _ in range(n_hidden):

@@ -23,7 +23,7 @@ class ProbingModel(nn.Module):
     """
 
     def __init__(self, specs: Sequence[ArchSpec], probes: ProbeSource, n_model_outputs: int, d_out: int,
-                 hidden: int = 256, n_hidden: int = 4) -> None:
+                 hidden: int, n_hidden: int) -> None:
         super().__init__()
         for spec in specs:
             check_probe_shape(probes, spec)
