@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from probegen_nb.core.arch.cnn import CNNSpec
+from probegen_nb.core.arch import cnn as cnn_module
+from probegen_nb.core.arch.cnn import CNNSpec, probe_tile
 from probegen_nb.core.arch.registry import forward, spec_from_dict
 from probegen_nb.core.arch.siren import SirenSpec
 from probegen_nb.zoos.inr import init_siren_params
@@ -122,6 +123,25 @@ def test_cnn_batched_equals_per_model(spec: CNNSpec, m: int, p: int) -> None:
         got = forward(spec, params, x)
         assert got.shape == (m, p, spec.out_dim)
         torch.testing.assert_close(got, per_model_cnn(spec, params, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spec", [CNNSpec.small_cnn_zoo(), WILD], ids=["small", "wild-residual"])
+def test_cnn_probe_tiles_equal_per_model_values_and_gradients(spec: CNNSpec, monkeypatch) -> None:
+    """Shared probes go through the zoo in tiles on the CPU: with a budget small enough for tiles of 2 and 1 probes,
+    outputs and the probes' gradients still equal the per-model modules'."""
+    params = cnn_params(spec, 3)
+    x = torch.rand(5, *spec.input_shape, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    expected = per_model_cnn(spec, params, x.requires_grad_())
+    (want,) = torch.autograd.grad(expected.square().sum(), x)
+    per_probe = 4 * 3 * max(c * s * s for c, s in zip(spec.channels, spec.feature_sizes()))
+    for tile in (2, 1):
+        monkeypatch.setattr(cnn_module, "PROBE_TILE_BYTES", tile * per_probe)
+        assert probe_tile(spec, 3, 5, x.device) == tile  # tiles really used (the comparison is not vacuous)
+        got = forward(spec, params, x)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        (grad,) = torch.autograd.grad(got.square().sum(), x)
+        torch.testing.assert_close(grad, want, atol=1e-5, rtol=1e-5)
+    assert probe_tile(spec, 3, 5, torch.device("cuda")) == 5  # one launch for everything on a GPU
 
 
 def test_cnn_residual_changes_the_function() -> None:

@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from probegen_nb.core.device import ThreadGovernor, describe_device, resolve_device, seed_everything
+from probegen_nb.core.device import (
+    ThreadGovernor,
+    describe_device,
+    resolve_device,
+    seed_everything,
+    tune_cpu_allocator,
+)
 from probegen_nb.core.jobs import save_tensors_atomic, write_json_atomic
 from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.core.zoo_io import load_zoo
@@ -77,6 +83,8 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
     """Train one probing model on the zoo's train split, evaluating val and test after every epoch."""
     dev = resolve_device(config.device)
     threads = ThreadGovernor.start("train", dev)  # CPU: intra-op threads fitted to the machine's load
+    if dev.type == "cpu":
+        tune_cpu_allocator()  # CNN zoos: the probe tiles' activations reuse heap memory (measured: 1.2-1.5x a step)
     gen = seed_everything(config.seed)
     zoo = (zoo if zoo is not None else load_zoo(config.zoo_dir)).to(dev)
     model = build_model(config, zoo, gen, probes).to(dev)
