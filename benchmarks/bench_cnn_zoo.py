@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--ref-models", type=int, default=2, help="CNNs trained one at a time per reference round")
     p.add_argument("--steps", type=int, default=40, help="training steps per model per round")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=CNNZooRecipe.batch_size, help="images per model per step")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "cnn_zoo.json")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for tests")
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
     test_x, test_y = images_to_inputs(data.test_images).to(dev), torch.as_tensor(data.test_labels).to(dev)
     spec = CNNSpec.small_cnn_zoo(train_x.shape[1], "relu")
     hp = sample_hparams(max(args.batched_models, args.ref_models), seed=0).assign(activation="relu")
-    recipe = replace(CNNZooRecipe(), steps=args.steps, checkpoints=())  # training only: no evaluation
+    # training only: no evaluation
+    recipe = replace(CNNZooRecipe(), steps=args.steps, checkpoints=(), batch_size=args.batch_size)
     g = torch.Generator().manual_seed(0)
 
     with peak_memory(dev) as peak:  # warm-up both paths; the batched one's peak memory
@@ -154,7 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"reference_models_per_s": ref / args.steps, "batched_models_per_s": batched / args.steps,
               "max_abs_diff": agreement, "agreement_optimizers": list(check["optimizer"]), "agreement_steps": 3,
               "reference_model_steps_per_s": ref, "batched_model_steps_per_s": batched, "ratio": batched / ref,
-              "batched_models": args.batched_models, "steps": args.steps, "rounds": args.rounds,
+              "batched_models": args.batched_models, "batch_size": args.batch_size, "steps": args.steps,
+              "rounds": args.rounds,
               "peak_bytes_per_model": peak.per(args.batched_models), "peak_memory_measured": peak.how,
               "dataset": data.name, "device": describe_device(dev), "torch": torch.__version__, "smoke": args.smoke,
               "note": "models_per_s counts models trained for `steps` steps each"}

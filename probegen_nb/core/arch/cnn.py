@@ -132,16 +132,18 @@ class CNN(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-# CPU: shared probes go through the zoo in tiles of probes whose largest activation [tile, M·O, H, W] stays about
-# this size. One grouped convolution over all M models and all probes streams activations far larger than the
-# caches (e.g. 67 MB at 32 models × 128 probes) and ran 2.4× slower than a per-model loop; tiles of about 4 MiB made
-# the same forward + backward 1.3× (32 models) to 1.8× (256 models) faster than that loop (AMD EPYC, 2 cores, 1 MiB
-# L2 per core). On a GPU one launch over everything is best, so no tiles there.
+# CPU: inputs go through the zoo in tiles (of shared probes, or of each model's own images) whose largest activation
+# [tile, M·O, H, W] stays about this size. One grouped convolution over all M models and all inputs streams
+# activations far larger than the caches (e.g. 67 MB at 32 models × 128 probes) and ran 2.4× slower than a per-model
+# loop; tiles of about 4 MiB made probing's forward + backward 1.3× (32 models) to 1.8× (256) faster than that loop,
+# and zoo training 1.1× (32 images a model) to 4.7× (512 images a model) faster than without tiles (AMD EPYC,
+# 2 cores, 1 MiB L2 per core; benchmarks/bench_probe_training.py, bench_cnn_zoo.py). On a GPU one launch over
+# everything is best, so no tiles there.
 PROBE_TILE_BYTES = 4 * 2**20
 
 
 def probe_tile(spec: CNNSpec, n_models: int, n_probes: int, device: torch.device) -> int:
-    """How many shared probes one tile of `cnn_forward` takes (all of them on a GPU)."""
+    """How many inputs (probes, or images per model) one tile of `cnn_forward` takes (all of them on a GPU)."""
     if device.type != "cpu":
         return n_probes
     per_probe = 4 * n_models * max(c * s * s for c, s in zip(spec.channels, spec.feature_sizes()))  # fp32 bytes
@@ -153,14 +155,14 @@ def cnn_forward(spec: CNNSpec, params: Mapping[str, torch.Tensor], x: torch.Tens
     """x: shared [P, C, H, W] or per-model [M, P, C, H, W] → logits [M, P, K].
 
     The M models become the groups of one grouped convolution: activations live as [P, M·channels, H, W].
-    Shared inputs go in tiles of probes on the CPU (`probe_tile`), so `after_activation` must treat probes
-    independently. `after_activation(i, h)` (e.g. the zoo builder's per-model dropout, or `cnn_forward_runs`'s
-    activations) transforms layer i's activations h [P, M·O, H', W'].
+    Inputs go in tiles along P on the CPU (`probe_tile`), so `after_activation` must treat inputs independently.
+    `after_activation(i, h)` (e.g. the zoo builder's per-model dropout, or `cnn_forward_runs`'s activations)
+    transforms layer i's activations h [P, M·O, H', W'].
     """
-    if x.dim() == 4:
-        tile = probe_tile(spec, params["fc.weight"].shape[0], x.shape[0], x.device)
-        if tile < x.shape[0]:
-            return torch.cat([_cnn_forward(spec, params, xs, after_activation) for xs in x.split(tile)], dim=1)
+    axis = x.dim() - 4  # the P axis: 0 for shared inputs, 1 for per-model ones
+    tile = probe_tile(spec, params["fc.weight"].shape[0], x.shape[axis], x.device)
+    if tile < x.shape[axis]:
+        return torch.cat([_cnn_forward(spec, params, xs, after_activation) for xs in x.split(tile, dim=axis)], dim=1)
     return _cnn_forward(spec, params, x, after_activation)
 
 
