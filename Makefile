@@ -61,9 +61,12 @@ bench: setup
 	$(PY) benchmarks/bench_cnn_zoo.py
 	$(PY) benchmarks/bench_fixed_probes.py
 
-# Mean ± std over seeds of the quickstart's three methods (the README's results table).
+# Mean ± std over seeds of the quickstart's three methods (the README's results table), as one resumable sweep.
+# ENGINE=dask runs them on a Dask LocalCluster of WORKERS single-threaded processes.
+ENGINE ?= local
+WORKERS ?= 2
 seeds: setup
-	$(PY) -m probegen_nb.cli seeds 00_quickstart --seeds 0 1 2
+	$(PY) -m probegen_nb.cli seeds 00_quickstart --seeds 0 1 2 --engine $(ENGINE) --workers $(WORKERS)
 
 clean:
 	rm -rf runs data/cache

@@ -5,10 +5,15 @@ and the builders; nothing imports it."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
-from probegen_nb.app.runner import REPO, run_demo, run_seeds
+from probegen_nb.app.runner import REPO, run_demo
+from probegen_nb.core.engine import EngineConfig
+from probegen_nb.core.zoo_io import load_zoo
+from probegen_nb.experiment import quickstart
 from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.stats import format_comparison
 from probegen_nb.experiment.train import train
 from probegen_nb.probes.registry import PROBE_CONFIGS
 from probegen_nb.zoos.cnn import CNNZooRecipe, build_cnn_zoo, sample_wild_park_specs
@@ -57,10 +62,23 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--device", default="auto")
     d = sub.add_parser("demo", help="run the notebook sequence headlessly")
     d.add_argument("--out", type=Path, default=REPO / "runs" / "demo")
-    r = sub.add_parser("seeds", help="run one notebook for several seeds and report mean ± std per method")
-    r.add_argument("notebook", help="notebook stem, e.g. 00_quickstart")
+    r = sub.add_parser("seeds", help="the quickstart's methods over several seeds, as one resumable sweep: mean ± "
+                                     "std per method, paired differences against probegen, its claims per seed")
+    r.add_argument("notebook", nargs="?", default=quickstart.NAME, choices=[quickstart.NAME],
+                   help="whose experiment (the quickstart's is the one written as a sweep so far)")
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    r.add_argument("--out", type=Path, help="default: runs/<notebook>_seeds")
+    r.add_argument("--out", type=Path, help="sweep folder (rerun to resume); default: runs/<notebook>_seeds")
+    r.add_argument("--zoo", type=Path, default=REPO / "data" / "zoos" / "mnist-inr-small", help="zoo folder")
+    r.add_argument("--engine", choices=["local", "dask"], default="local",
+                   help="local: one run after another here; dask: each run a task on Dask distributed")
+    r.add_argument("--workers", type=int, default=EngineConfig.n_workers, help="dask: LocalCluster worker processes")
+    r.add_argument("--address", help="dask: an existing scheduler (e.g. tcp://host:8786) instead of a LocalCluster")
+    r.add_argument("--fast", action="store_true", help="the notebook's smoke mode: 8 probes, 2 epochs, 256 train "
+                                                       "models; claims checked only for finite numbers")
+    r.add_argument("--n-probes", type=int, default=RunConfig.n_probes)
+    r.add_argument("--epochs", type=int, default=RunConfig.epochs)
+    r.add_argument("--max-train-models", type=int, help="use only the first N train models")
+    r.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     if args.command == "demo":
         out_root = args.out.resolve()
@@ -80,12 +98,7 @@ def main(argv: list[str] | None = None) -> None:
               f"(last step {m[f'last_test_{name}']:.4f}), {m['train_seconds']:.1f} s on {m['device']}")
         return
     if args.command == "seeds":
-        out = args.out or REPO / "runs" / f"{args.notebook}_seeds"
-        for method, stats in run_seeds(args.notebook, args.seeds, out).items():
-            shown = {k.removesuffix("_mean"): f"{v:.4g} ± {stats[k.replace('_mean', '_std')]:.2g}"
-                     for k, v in stats.items() if k.endswith("_mean")}
-            print(method, shown)
-        print(f"wrote {out / 'summary.json'}")
+        seeds_command(args)
         return
     if args.command == "build-cnn-zoo":
         recipe = CNNZooRecipe(steps=args.steps, checkpoints=tuple(args.checkpoints), n_eval=args.n_eval)
@@ -111,6 +124,29 @@ def main(argv: list[str] | None = None) -> None:
     psnr = zoo.table["psnr"]
     print(f"wrote {args.out}: {len(zoo)} INRs, PSNR mean {psnr.mean():.2f} dB (min {psnr.min():.2f}, "
           f"max {psnr.max():.2f})")
+
+
+def seeds_command(args: argparse.Namespace) -> None:
+    """The quickstart over seeds through `experiment.quickstart.run_seeds`; exits non-zero when a claim fails."""
+    out = args.out or REPO / "runs" / f"{args.notebook}_seeds"
+    base = quickstart.quickstart_config(str(args.zoo), fast=args.fast, n_probes=args.n_probes, epochs=args.epochs,
+                                        device=args.device)
+    if args.max_train_models is not None:
+        base = replace(base, max_train_models=args.max_train_models)
+    engine = EngineConfig(kind=args.engine, address=args.address, n_workers=args.workers)
+    zoo = load_zoo(args.zoo) if engine.kind == "local" else None  # dask workers load it themselves
+    report = quickstart.run_seeds(base, args.seeds, out, engine, zoo=zoo, fast=args.fast)
+    for row in report.results[report.results["status"] != "done"].itertuples():
+        print(f"FAILED run {row.run_id} ({row.variant}, seed {row.seed}): {row.error}")
+    for metric, table in report.comparisons.items():
+        print(f"\n{metric} over seeds {args.seeds} (diff: paired, against {quickstart.REFERENCE}):")
+        print(format_comparison(table).to_string())
+    print()
+    for line in report.claims:
+        print(line)
+    print(f"wrote {out / 'summary.json'} and {out / 'results.csv'}")
+    if report.failures:
+        raise SystemExit(report.failures)
 
 
 if __name__ == "__main__":

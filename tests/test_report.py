@@ -125,3 +125,19 @@ def test_index_in_a_browser(tmp_path: Path, browser: Any) -> None:
         pixels = np.asarray(im.convert("L"), dtype=float)
     assert pixels.shape[1] == 1280 and pixels.shape[0] > 600
     assert pixels.std() > 10, "screenshot looks blank"
+
+
+def test_a_sweeps_hash_named_runs_are_labelled_by_variant(tmp_path: Path) -> None:
+    """Sweep run folders are named by a config hash; sweep.json beside them gives the table readable names."""
+    folder = tmp_path / "out" / "00_quickstart"
+    runs = [{"run_id": "a6f3fc46f44b", "variant": "probegen", "config": {"seed": 0}},
+            {"run_id": "8b500fc42d9a", "variant": "vanilla", "config": {"seed": 0}}]
+    for run in runs:
+        (folder / run["run_id"]).mkdir(parents=True)
+        (folder / run["run_id"] / "metrics.json").write_text(json.dumps({"test_accuracy": 0.5}))
+    (folder / "sweep.json").write_text(json.dumps({"name": "00_quickstart", "runs": runs}))
+    page = write_index(tmp_path / "out", ["00_quickstart"]).read_text()
+    assert ">probegen (seed 0)</a>" in page and ">vanilla (seed 0)</a>" in page
+    assert "00_quickstart/a6f3fc46f44b/metrics.json" in _links(page), "links still go to the hash-named folder"
+    (folder / "sweep.json").unlink()
+    assert ">a6f3fc46f44b</a>" in write_index(tmp_path / "out", ["00_quickstart"]).read_text()

@@ -1,4 +1,5 @@
 """Run notebooks headlessly with papermill: the demo sequence (`make demo`) and the notebook tests share this.
+(Many runs of one experiment, e.g. over seeds, go through `probegen_nb.experiment.sweep` instead.)
 
 While a notebook runs, a tqdm bar per notebook shows its code cells done of total, the time since it started (kernel
 start included, ticking during a long cell) and the cell running now. The kernel talks to us over IPC (Unix domain
@@ -10,17 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from probegen_nb.viz.report import write_index
@@ -221,27 +220,3 @@ def run_demo(out_root: str | Path, sequence: dict[str, dict[str, Any]] = DEMO_SE
     write_index(out_root, list(sequence))
     return written
 
-
-def run_seeds(stem: str, seeds: Sequence[int], out_root: str | Path, parameters: dict[str, Any] | None = None,
-              progress: bool = True) -> dict[str, dict[str, float]]:
-    """Run a notebook once per seed into `<out_root>/seed_<k>/` and aggregate the numbers of its `metrics.json`
-    ({method: {metric: value}}) into mean ± std per method, written to `<out_root>/summary.json`."""
-    out_root = Path(out_root).resolve()
-    per_seed = []
-    for seed in seeds:
-        if progress:
-            tqdm.write(f"notebooks/{stem}.ipynb seed {seed} -> {out_root / f'seed_{seed}'}/", file=sys.stderr)
-        run_notebook(stem, out_root / f"seed_{seed}", {**(parameters or {}), "seed": seed}, progress=progress)
-        per_seed.append(json.loads((out_root / f"seed_{seed}" / stem / "metrics.json").read_text()))
-    summary: dict[str, dict[str, float]] = {}
-    for method, values in per_seed[0].items():
-        if not isinstance(values, dict) or method == "config":
-            continue
-        for key, v in values.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                xs = np.array([run[method][key] for run in per_seed], dtype=float)
-                summary.setdefault(method, {})[f"{key}_mean"] = float(xs.mean())
-                summary[method][f"{key}_std"] = float(xs.std())
-    (out_root / "summary.json").write_text(json.dumps({"notebook": stem, "seeds": list(seeds),
-                                                       "parameters": parameters or {}, "summary": summary}, indent=2))
-    return summary

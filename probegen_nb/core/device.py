@@ -8,6 +8,8 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -216,6 +218,18 @@ def set_threads(threads: str | int | None) -> None:
     $PROBEGEN_THREADS. Same meaning as the environment variable; a governor's own `threads` argument beats both."""
     global _THREADS_OVERRIDE
     _THREADS_OVERRIDE = parse_threads(threads, source="set_threads")
+
+
+@contextmanager
+def use_threads(threads: str | int | None) -> Iterator[None]:
+    """`set_threads` for the length of a block (the tasks of a sweep), then the choice of before, even on error."""
+    global _THREADS_OVERRIDE
+    previous = _THREADS_OVERRIDE
+    set_threads(threads)
+    try:
+        yield
+    finally:
+        _THREADS_OVERRIDE = previous
 
 
 def _sampler() -> LoadSampler:

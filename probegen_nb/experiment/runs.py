@@ -24,6 +24,7 @@ from probegen_nb.experiment.train import build_model
 from probegen_nb.methods.probing import ProbingModel
 
 RUN_FILES = ("config.json", "metrics.json", "best.safetensors", "probes.safetensors")
+SWEEP_FILE = "sweep.json"  # a sweep's grid (experiment.sweep): names its run folders by variant
 
 
 @dataclass
@@ -47,7 +48,8 @@ def is_run_folder(path: str | Path) -> bool:
 
 
 def find_runs(root: str | Path) -> dict[str, Path]:
-    """{name: folder} of the run folders at `root`: root itself if it is one, else its sub-folders that are."""
+    """{name: folder} of the run folders at `root`: root itself if it is one, else its sub-folders that are (a
+    sweep's by variant)."""
     root = Path(root)
     if is_run_folder(root):
         return {root.name: root}
@@ -56,7 +58,27 @@ def find_runs(root: str | Path) -> dict[str, Path]:
     runs = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and is_run_folder(p)}
     if not runs:
         raise FileNotFoundError(f"{root}: neither a run folder nor a folder of runs (a run folder holds {RUN_FILES})")
-    return runs
+    return _sweep_names(root, runs) if (root / SWEEP_FILE).is_file() else runs
+
+
+def _sweep_names(root: Path, runs: dict[str, Path]) -> dict[str, Path]:
+    """A sweep's run folders are named by config hash: show them by variant ("probegen"), with the seed where a
+    variant has several ("probegen seed 1"); folders the sweep does not list keep their names."""
+    listed = {r["run_id"]: r for r in _read_json(root / SWEEP_FILE).get("runs", []) if r.get("run_id") in runs}
+    per_variant: dict[str, int] = {}
+    for r in listed.values():
+        per_variant[r["variant"]] = per_variant.get(r["variant"], 0) + 1
+    named = {}
+    for name, path in runs.items():
+        r = listed.get(name)
+        if r is None:
+            label = name
+        elif per_variant[r["variant"]] == 1:
+            label = r["variant"]
+        else:
+            label = f"{r['variant']} seed {r['config']['seed']}"
+        named[label if label not in named else name] = path
+    return named
 
 
 def resolve_zoo_dir(zoo_dir: str | Path, search: Sequence[str | Path] = ()) -> Path:

@@ -71,7 +71,7 @@ def _notebook_section(out_root: Path, stem: str, i: int) -> str:
     runs = sorted(d for d in folder.iterdir() if d.is_dir() and (d / "metrics.json").is_file())
     if runs:
         parts.append("<h3>training runs</h3>")
-        parts.append(_runs_table(stem, runs))
+        parts.append(_runs_table(stem, runs, _sweep_labels(folder)))
     parts.extend(_figures(stem, folder))
     return "\n".join(parts) + "\n</section>"
 
@@ -168,14 +168,26 @@ def _metrics_tables(metrics: Any) -> str:
     return "\n".join(out)
 
 
-def _runs_table(stem: str, runs: Sequence[Path]) -> str:
-    """One row per run folder: its headline numbers, linked to the folder, its metrics.json and config.json."""
+def _sweep_labels(folder: Path) -> dict[str, str]:
+    """A sweep's run folders are named by a hash of their config (`sweep.json` lists them, see
+    `probegen_nb.experiment.sweep`): {folder name: "variant (seed k)"}, so the table says which run is which."""
+    listed = _load_json(folder / "sweep.json").get("runs", []) if (folder / "sweep.json").is_file() else []
+    return {r["run_id"]: f"{r['variant']} (seed {r['config']['seed']})" for r in listed
+            if isinstance(r, dict) and {"run_id", "variant", "config"} <= set(r)}
+
+
+def _runs_table(stem: str, runs: Sequence[Path], labels: dict[str, str] | None = None) -> str:
+    """One row per run folder: its headline numbers, linked to the folder, its metrics.json and config.json;
+    named by `labels` where given (the folder name then follows as a note)."""
     per_run = {run: flatten_metrics(_load_json(run / "metrics.json"))[0] for run in runs}
     columns = list(dict.fromkeys(k for scalars in per_run.values() for k in scalars))
     rows = []
     for run, scalars in per_run.items():
         files = [f'<a href="{_href(stem, run.name, f)}">{f.removesuffix(".json")}</a>'
                  for f in ("metrics.json", "config.json") if (run / f).is_file()]
-        name = f'<a href="{_href(stem, run.name)}/">{escape(run.name)}</a> <span class="note">{" ".join(files)}</span>'
+        label = (labels or {}).get(run.name)
+        files = ([escape(run.name)] if label else []) + files
+        name = (f'<a href="{_href(stem, run.name)}/">{escape(label or run.name)}</a> '
+                f'<span class="note">{" ".join(files)}</span>')
         rows.append((name, [_fmt(scalars.get(c)) for c in columns]))
     return _table(["run", *columns], rows)

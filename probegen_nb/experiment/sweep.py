@@ -1,0 +1,250 @@
+"""Sweeps: many `train()` runs, each in its own folder named by its config, resumable, on any engine.
+
+A sweep is a name, a list of runs (a `RunConfig` and the name of its variant) and one folder:
+
+    <folder>/sweep.json        the grid: name, variants, every run's id and config
+    <folder>/results.csv       one row per finished run (done or failed), rewritten atomically after each
+    <folder>/<run id>/         a `train()` run folder; the id is a stable hash of the run's config
+
+Rerunning a sweep skips the runs whose folders are finished (their results read back from `metrics.json`), redoes
+from scratch any run that was killed mid-way (a folder without `metrics.json`), and retries failed runs; a run
+is in `results.csv` once, whatever happened before. A run that raises (a NaN loss, a zoo that is not there, a probe
+config that does not fit) is recorded as failed with its error and the sweep goes on. Runs go through
+`probegen_nb.core.engine` (in this process, or as Dask tasks), each trained with the engine's fixed thread count, so
+the results do not depend on the engine. Two sweeps writing the same folder at once are not supported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from probegen_nb.core.engine import EngineConfig, TaskError, map_tasks
+from probegen_nb.core.jobs import write_json_atomic, write_text_atomic
+from probegen_nb.core.zoo import AnyZoo
+from probegen_nb.core.zoo_io import load_zoo
+from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.runs import SWEEP_FILE, is_run_folder, resolve_zoo_dir
+from probegen_nb.experiment.train import train
+from probegen_nb.probes.registry import ProbeConfig
+
+RESULTS_FILE = "results.csv"
+FAILED_FILE = "failed.json"  # in a run folder: the error of a run that failed
+SUMMARY_KEYS = ("best_epoch", "flops_per_model", "train_seconds")  # besides the metric's three numbers
+
+
+def run_id(config: RunConfig) -> str:
+    """12 hex digits of the SHA-256 of the config's sorted JSON: the same in every process (unlike `hash()`), and
+    different for any change of any field."""
+    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One run of a sweep: its config and the name of the variant it belongs to."""
+
+    variant: str
+    config: RunConfig
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.config)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A named list of runs and the folder they live in."""
+
+    name: str
+    runs: Sequence[SweepRun]  # kept as a tuple
+    folder: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runs", tuple(self.runs))
+        object.__setattr__(self, "folder", Path(self.folder))
+        seen: dict[str, SweepRun] = {}
+        for run in self.runs:
+            if run.run_id in seen:
+                raise ValueError(f"sweep {self.name!r}: runs {seen[run.run_id].variant!r} and {run.variant!r} "
+                                 f"(seed {run.config.seed}) have the same config (run id {run.run_id})")
+            seen[run.run_id] = run
+
+    def run_folder(self, run: SweepRun) -> Path:
+        return self.folder / run.run_id
+
+    def metrics(self, run: SweepRun) -> dict[str, Any]:
+        """The run's `metrics.json`; a clear error when the run failed or has not finished."""
+        folder = self.run_folder(run)
+        if not is_run_folder(folder):
+            failed = folder / FAILED_FILE
+            why = json.loads(failed.read_text())["error"] if failed.is_file() else "it has not finished"
+            raise RuntimeError(f"run {run.run_id} ({run.variant}, seed {run.config.seed}) has no results: {why}")
+        return json.loads((folder / "metrics.json").read_text())
+
+
+Variant = Mapping[str, Any] | ProbeConfig  # RunConfig field overrides, or just a probe config
+
+
+def grid(base: RunConfig, variants: Mapping[str, Variant] | Sequence[Variant], seeds: Sequence[int]
+         ) -> list[SweepRun]:
+    """Every variant × every seed, seed by seed (so an interrupted sweep has whole seeds to compare).
+
+    `variants` maps a name to `RunConfig` field overrides, e.g. `{"probegen": {"probes": ProbeGenConfig()},
+    "q16": {"n_probes": 16}}` (a probe config alone stands for `{"probes": it}`); in a list, probe configs are
+    named by kind, overrides by their values."""
+    if isinstance(variants, Mapping):
+        named = dict(variants)
+    else:
+        named = {_variant_name(v): v for v in variants}
+        if len(named) < len(variants):
+            raise ValueError(f"variants with the same name: {[_variant_name(v) for v in variants]}; pass a dict")
+    known = {f.name for f in fields(RunConfig)} - {"seed"}
+    overrides: dict[str, Mapping[str, Any]] = {}
+    for name, v in named.items():
+        overrides[name] = v if isinstance(v, Mapping) else {"probes": v}
+        unknown = sorted(set(overrides[name]) - known)
+        if unknown:
+            raise ValueError(f"variant {name!r} overrides {unknown}: not RunConfig fields other than seed "
+                             f"(seeds come from `seeds`); known: {sorted(known)}")
+    if not seeds:
+        raise ValueError("grid: no seeds")
+    return [SweepRun(name, replace(base, **o, seed=int(seed))) for seed in seeds for name, o in overrides.items()]
+
+
+def _variant_name(v: Variant) -> str:
+    if not isinstance(v, Mapping):
+        return v.kind
+    return ",".join(f"{k}={x.kind if hasattr(x, 'kind') else x}" for k, x in v.items())
+
+
+def summarize_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers of a `metrics.json` that go into `results.csv`: best-val metric, test metric at that epoch,
+    last-step test metric, best epoch, FLOPs per model, train seconds."""
+    name = metrics["metric"]
+    keys = (f"best_val_{name}", f"test_{name}", f"last_test_{name}", *SUMMARY_KEYS)
+    return {k: metrics[k] for k in keys}
+
+
+def train_task(config: RunConfig, folder: str, zoo_search: tuple[str, ...], zoo: AnyZoo | None = None
+               ) -> dict[str, Any]:
+    """What an engine runs: train one config into its folder and return its summary. The zoo is loaded from
+    `config.zoo_dir` (relative paths also from `zoo_search`) unless given (local engine)."""
+    if zoo is None:
+        zoo = load_zoo(resolve_zoo_dir(config.zoo_dir, zoo_search))
+    return summarize_metrics(train(config, zoo, out_dir=folder, progress=False).metrics)
+
+
+def run_sweep(sweep: Sweep, engine: EngineConfig = EngineConfig(), zoo: AnyZoo | None = None,
+              progress: bool = True, retry_failed: bool = True) -> pd.DataFrame:
+    """Run every run of the sweep that is not finished yet; return `results.csv` as a DataFrame (grid order).
+
+    `zoo` (local engine only) is the zoo every config's `zoo_dir` names, already in memory; otherwise each task
+    loads it. With dask, `sweep.folder` must be a path the workers see too (a shared file system)."""
+    if zoo is not None and engine.kind != "local":
+        raise ValueError(f"run_sweep: zoo= is for the local engine; {engine.kind} workers load config.zoo_dir")
+    folder = sweep.folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / SWEEP_FILE, sweep_json(sweep))
+    varied = varied_fields([run.config for run in sweep.runs])
+    rows: dict[str, dict[str, Any]] = {}
+    pending: list[SweepRun] = []
+    for run in sweep.runs:
+        run_dir = folder / run.run_id
+        if is_run_folder(run_dir):
+            summary = summarize_metrics(json.loads((run_dir / "metrics.json").read_text()))
+            rows[run.run_id] = _row(run, varied, summary, None)
+        elif not retry_failed and (run_dir / FAILED_FILE).is_file():
+            rows[run.run_id] = _row(run, varied, None, json.loads((run_dir / FAILED_FILE).read_text())["error"])
+        else:
+            if run_dir.exists():  # killed mid-way, or failed before: start again from nothing
+                shutil.rmtree(run_dir)
+            pending.append(run)
+    _write_results(folder, sweep, rows)
+
+    bar = tqdm(total=len(sweep.runs), initial=len(rows), desc=sweep.name, unit="run", disable=not progress)
+    label = lambda run: f"{run.variant} seed {run.config.seed}"
+    if pending:
+        bar.set_postfix_str(label(pending[0]) if engine.kind == "local" else f"{len(pending)} tasks")
+    local_zoo = zoo if engine.kind == "local" else None
+    args = [(run.config, str(folder / run.run_id), (os.getcwd(),), local_zoo) for run in pending]
+    try:
+        for i, result in map_tasks(train_task, args, engine):
+            run = pending[i]
+            if isinstance(result, TaskError):
+                (folder / run.run_id).mkdir(exist_ok=True)
+                write_json_atomic(folder / run.run_id / FAILED_FILE,
+                                  {"error": str(result), "traceback": result.traceback})
+                rows[run.run_id] = _row(run, varied, None, str(result))
+            else:
+                rows[run.run_id] = _row(run, varied, result, None)
+            _write_results(folder, sweep, rows)
+            bar.update(1)
+            nxt = pending[i + 1] if engine.kind == "local" and i + 1 < len(pending) else None
+            bar.set_postfix_str(label(nxt) if nxt else f"done: {label(run)}")
+    finally:
+        bar.close()
+    return _results_frame(sweep, rows)
+
+
+def sweep_json(sweep: Sweep) -> dict[str, Any]:
+    """What `sweep.json` holds: the sweep's name, its variants (with their runs' ids) and every run's config."""
+    variants: dict[str, list[str]] = {}
+    for run in sweep.runs:
+        variants.setdefault(run.variant, []).append(run.run_id)
+    return {"name": sweep.name, "variants": variants,
+            "runs": [{"run_id": r.run_id, "variant": r.variant, "config": r.config.to_dict()} for r in sweep.runs]}
+
+
+def varied_fields(configs: Sequence[RunConfig]) -> dict[str, list[Any]]:
+    """{field: value per config} of the config fields (probe fields as `probes.<name>`) that differ across the
+    configs, seed excepted (it has its own column)."""
+    flat = [_flatten(c.to_dict()) for c in configs]
+    keys = list(dict.fromkeys(k for f in flat for k in f))  # a field only some probe configs have is None elsewhere
+    return {k: [f.get(k) for f in flat] for k in keys if k != "seed" and len({json.dumps(f.get(k)) for f in flat}) > 1}
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _row(run: SweepRun, varied: dict[str, list[Any]], summary: Mapping[str, Any] | None,
+         error: str | None) -> dict[str, Any]:
+    """One line of `results.csv`: a done run's summary (`summarize_metrics`), or a failed run's error."""
+    flat = _flatten(run.config.to_dict())
+    row: dict[str, Any] = {"run_id": run.run_id, "variant": run.variant,
+                           **{k: flat.get(k) for k in varied}, "seed": run.config.seed}
+    row.update(summary or {})
+    row.update(status="failed" if error is not None else "done", error=error or "")
+    return row
+
+
+def _results_frame(sweep: Sweep, rows: Mapping[str, dict[str, Any]]) -> pd.DataFrame:
+    """Finished runs in grid order, status and error last (with no run finished yet: the columns alone)."""
+    done = [rows[r.run_id] for r in sweep.runs if r.run_id in rows]
+    if not done:
+        varied = varied_fields([r.config for r in sweep.runs])
+        return pd.DataFrame(columns=["run_id", "variant", *varied, "seed", "status", "error"])
+    frame = pd.DataFrame(done)
+    last = ["status", "error"]
+    return frame[[c for c in frame.columns if c not in last] + last]
+
+
+def _write_results(folder: Path, sweep: Sweep, rows: Mapping[str, dict[str, Any]]) -> None:
+    write_text_atomic(folder / RESULTS_FILE, _results_frame(sweep, rows).to_csv(index=False))
+
