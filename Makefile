@@ -15,7 +15,7 @@ ifneq ($(wildcard $(SHARED)/README.md),)
 export PROBEGEN_SHARED ?= $(SHARED)
 endif
 
-.PHONY: setup system-packages test demo lab zoos bench seeds clean
+.PHONY: setup system-packages test demo lab zoos bench seeds ablations clean
 
 setup: $(VENV)/.setup-done system-packages
 
@@ -67,6 +67,11 @@ ENGINE ?= local
 WORKERS ?= 2
 seeds: setup
 	$(PY) -m probegen_nb.cli seeds 00_quickstart --seeds 0 1 2 --engine $(ENGINE) --workers $(WORKERS)
+
+# Notebook 05 in full (every ablation, 3 seeds) on a Dask LocalCluster of WORKERS single-threaded processes; about
+# an hour on a 2-core CPU. Resumable: rerun to continue. On a cluster: --set address=tcp://scheduler:8786
+ablations: setup
+	$(PY) -m probegen_nb.cli notebook 05_ablations --out runs/ablations --set engine=dask --set workers=$(WORKERS)
 
 clean:
 	rm -rf runs data/cache

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probegen_nb.core.arch.cnn import CNN_ACTIVATIONS, CNNSpec, cnn_forward
+from probegen_nb.core.data import ImageDataset, load_dataset
 from probegen_nb.core.device import describe_device, resolve_device, synchronize
 from probegen_nb.core.memory import peak_memory
 from probegen_nb.zoos.cnn import (
@@ -33,7 +34,6 @@ from probegen_nb.zoos.cnn import (
     sample_hparams,
     train_cnns,
 )
-from probegen_nb.zoos.data import ImageDataset, load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -22,9 +22,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from probegen_nb.core.arch.siren import SirenSpec, pixel_grid, siren_forward
+from probegen_nb.core.data import load_mnist
 from probegen_nb.core.device import describe_device, resolve_device, synchronize
 from probegen_nb.core.memory import peak_memory
-from probegen_nb.zoos.data import load_mnist
 from probegen_nb.zoos.inr import PUBLIC_RECIPE, fit_inrs, init_siren_params
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,10 +5,12 @@ and the builders; nothing imports it."""
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
 from pathlib import Path
 
-from probegen_nb.app.runner import REPO, run_demo
+from probegen_nb.app.runner import REPO, run_demo, run_notebook
+from probegen_nb.core.data import DATASETS, images_to_inputs, load_dataset
 from probegen_nb.core.engine import EngineConfig
 from probegen_nb.core.zoo_io import load_zoo
 from probegen_nb.experiment import quickstart
@@ -17,7 +19,6 @@ from probegen_nb.experiment.stats import format_comparison
 from probegen_nb.experiment.train import train
 from probegen_nb.probes.registry import PROBE_CONFIGS
 from probegen_nb.zoos.cnn import CNNZooRecipe, build_cnn_zoo, sample_wild_park_specs
-from probegen_nb.zoos.data import DATASETS, load_dataset
 from probegen_nb.zoos.inr import HIGH_QUALITY_RECIPE, PUBLIC_RECIPE, build_inr_zoo, plan_from_splits_json, plan_inr_zoo
 
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--device", default="auto")
     b.add_argument("--overwrite", action="store_true")
+    add_engine_arguments(b, "chunk")
     c = sub.add_parser("build-cnn-zoo", help="train a Small-CNN-Zoo-style CNN zoo (resumable)")
     c.add_argument("--dataset", choices=DATASETS, default="cifar10-gs", help="cifar10-gs, or mnist/fmnist padded")
     c.add_argument("--out", type=Path, required=True, help="zoo folder to write")
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--device", default="auto")
     c.add_argument("--overwrite", action="store_true")
+    add_engine_arguments(c, "chunk")
     t = sub.add_parser("train", help="one probing run into a run folder (the paper's protocol unless told otherwise)")
     t.add_argument("--zoo", type=Path, required=True, help="zoo folder")
     t.add_argument("--out", type=Path, required=True, help="run folder to write")
@@ -60,6 +63,12 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--max-train-models", type=int, help="use only the first N train models")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
+    n = sub.add_parser("notebook", help="run one notebook headlessly with parameters (e.g. `make ablations`)")
+    n.add_argument("name", help="notebook stem, e.g. 05_ablations")
+    n.add_argument("--out", type=Path, default=REPO / "runs", help="the executed notebook goes to OUT/<name>.ipynb, "
+                                                                  "its figures and metrics to OUT/<name>/")
+    n.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a parameter (VALUE read as JSON, else as text), e.g. --set engine=dask --set workers=2")
     d = sub.add_parser("demo", help="run the notebook sequence headlessly")
     d.add_argument("--out", type=Path, default=REPO / "runs" / "demo")
     r = sub.add_parser("seeds", help="the quickstart's methods over several seeds, as one resumable sweep: mean ± "
@@ -69,10 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--out", type=Path, help="sweep folder (rerun to resume); default: runs/<notebook>_seeds")
     r.add_argument("--zoo", type=Path, default=REPO / "data" / "zoos" / "mnist-inr-small", help="zoo folder")
-    r.add_argument("--engine", choices=["local", "dask"], default="local",
-                   help="local: one run after another here; dask: each run a task on Dask distributed")
-    r.add_argument("--workers", type=int, default=EngineConfig.n_workers, help="dask: LocalCluster worker processes")
-    r.add_argument("--address", help="dask: an existing scheduler (e.g. tcp://host:8786) instead of a LocalCluster")
+    add_engine_arguments(r, "run")
     r.add_argument("--fast", action="store_true", help="the notebook's smoke mode: 8 probes, 2 epochs, 256 train "
                                                        "models; claims checked only for finite numbers")
     r.add_argument("--n-probes", type=int, default=RunConfig.n_probes)
@@ -88,6 +94,10 @@ def main(argv: list[str] | None = None) -> None:
               f"or look at the PNG/HTML figures in each {out_root}/<name>/ folder.\n"
               f"All figures and metrics on one page (offline): {out_root / 'index.html'}")
         return
+    if args.command == "notebook":
+        parameters = dict(parse_parameter(text) for text in args.set)
+        print(f"wrote {run_notebook(args.name, args.out.resolve(), parameters)}")
+        return
     if args.command == "train":
         config = RunConfig(zoo_dir=str(args.zoo), probes=PROBE_CONFIGS[args.probes](), n_probes=args.n_probes,
                            epochs=args.epochs, max_train_models=args.max_train_models, seed=args.seed,
@@ -102,11 +112,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "build-cnn-zoo":
         recipe = CNNZooRecipe(steps=args.steps, checkpoints=tuple(args.checkpoints), n_eval=args.n_eval)
-        data = load_dataset(args.dataset)
-        archs = (sample_wild_park_specs(args.wild_park_archs, args.seed, data.train_images.ndim - 2)
-                 if args.wild_park_archs else None)
-        cnn_zoo = build_cnn_zoo(data, args.out, args.n_runs, recipe, chunk_size=args.chunk_size, seed=args.seed,
-                                device=args.device, overwrite=args.overwrite, architectures=archs)
+        archs = None
+        if args.wild_park_archs:
+            in_channels = images_to_inputs(load_dataset(args.dataset).train_images[:1]).shape[1]
+            archs = sample_wild_park_specs(args.wild_park_archs, args.seed, in_channels)
+        # by name: dask workers load the data set themselves
+        cnn_zoo = build_cnn_zoo(args.dataset, args.out, args.n_runs, recipe, chunk_size=args.chunk_size,
+                                seed=args.seed, device=args.device, overwrite=args.overwrite, architectures=archs,
+                                engine=build_engine(args))
         acc = cnn_zoo.table["test_acc"]
         print(f"wrote {args.out}: {len(cnn_zoo)} checkpoints of {args.n_runs} CNNs, test accuracy median "
               f"{acc.median():.3f}, IQR {acc.quantile(0.75) - acc.quantile(0.25):.3f}, max {acc.max():.3f}")
@@ -120,10 +133,40 @@ def main(argv: list[str] | None = None) -> None:
         plan = plan_inr_zoo(dataset, args.n_train, args.n_val, args.n_test, seed=args.seed)
     recipe = HIGH_QUALITY_RECIPE if args.recipe == "high-quality" else PUBLIC_RECIPE
     zoo = build_inr_zoo(plan, dataset, args.out, recipe=recipe, chunk_size=args.chunk_size, seed=args.seed,
-                        device=args.device, overwrite=args.overwrite)
+                        device=args.device, overwrite=args.overwrite, engine=build_engine(args))
     psnr = zoo.table["psnr"]
     print(f"wrote {args.out}: {len(zoo)} INRs, PSNR mean {psnr.mean():.2f} dB (min {psnr.min():.2f}, "
           f"max {psnr.max():.2f})")
+
+
+def parse_parameter(text: str) -> tuple[str, object]:
+    """`NAME=VALUE` → (name, value): VALUE as JSON where it parses (numbers, true/false), else as text."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise SystemExit(f"--set {text!r}: expected NAME=VALUE")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, unit: str) -> None:
+    """--engine, --workers, --address: where each `unit` (a chunk of a build, a run of a sweep) runs."""
+    parser.add_argument("--engine", choices=["local", "dask"], default="local",
+                        help=f"local: one {unit} after another here; dask: each {unit} a single-threaded task on "
+                             f"Dask distributed")
+    parser.add_argument("--workers", type=int, default=EngineConfig.n_workers,
+                        help="dask: LocalCluster worker processes")
+    parser.add_argument("--address", help="dask: an existing scheduler (e.g. tcp://host:8786) instead of a "
+                                          "LocalCluster")
+
+
+def build_engine(args: argparse.Namespace) -> EngineConfig | None:
+    """A zoo build's engine: local is the build here at this process's threads (for INRs as many as the machine's
+    load allows), equal to a dask build bit for bit at the same thread count; dask runs single-threaded chunks."""
+    if args.engine == "local":
+        return None
+    return EngineConfig(kind="dask", address=args.address, n_workers=args.workers)
 
 
 def seeds_command(args: argparse.Namespace) -> None:

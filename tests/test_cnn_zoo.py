@@ -12,10 +12,10 @@ import torch
 
 import probegen_nb.zoos.cnn as cz
 from probegen_nb.core.arch.cnn import CNNSpec, cnn_forward
+from probegen_nb.core.data import ImageDataset
 from probegen_nb.core.zoo import MixedZoo
 from probegen_nb.core.zoo_io import load_zoo
 from probegen_nb.zoos.cnn import CNNZooRecipe, PerModelOptimizer, images_to_inputs, init_cnn_params, sample_hparams
-from probegen_nb.zoos.data import ImageDataset
 
 
 @pytest.mark.parametrize("kind,reference", [

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import probegen_nb.zoos.data as data
-from probegen_nb.zoos.data import (
+import probegen_nb.core.data as data
+from probegen_nb.core.data import (
     CIFAR10_CLASSES,
     DataUnavailableError,
     ImageDataset,

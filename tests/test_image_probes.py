@@ -1,12 +1,15 @@
-"""Image probe sources: shapes and range, the deep linear generator's linearity and depth, dead leaves' statistics."""
+"""Image probe sources: shapes and range, the deep linear generator's linearity and depth, dead leaves' statistics,
+real images of another data set."""
 
 import json
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from probegen_nb.core.data import load_dataset
 from probegen_nb.experiment.config import RunConfig
 from probegen_nb.probes.dead_leaves import DeadLeavesConfig, _window_radii, dead_leaves, sample_radii
 from probegen_nb.probes.images import (
@@ -16,11 +19,13 @@ from probegen_nb.probes.images import (
     ImageVanillaConfig,
     LinearImageGenConfig,
 )
+from probegen_nb.probes.real_images import RealImageProbes, RealImagesConfig
 from probegen_nb.probes.registry import PROBE_CONFIGS, probe_config_from_dict, probe_config_to_dict
+from probegen_nb.zoos.cnn import images_to_inputs
 
 ALL_CONFIGS = [ConvProbeGenConfig(), ConvProbeGenConfig(activation="relu", n_layers=7), LinearImageGenConfig(),
                ImageVanillaConfig(), DeadLeavesConfig(), DeadLeavesConfig(shapes="disks+rectangles", textures=True),
-               ImageGaussianConfig()]
+               ImageGaussianConfig(), RealImagesConfig()]
 
 
 def pre_tanh(gen: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -190,7 +195,7 @@ def test_configs_round_trip_and_register() -> None:
     configs = [ConvProbeGenConfig(latent_dim=16, width_mult=8, n_layers=6, activation="relu"),
                LinearImageGenConfig(hidden=64, depth=3, activation="tanh"), ImageVanillaConfig(),
                DeadLeavesConfig(r_min=2.0, r_max=8.0, shapes="disks+rectangles", textures=True, n_shapes=50),
-               ImageGaussianConfig(std=0.3)]
+               ImageGaussianConfig(std=0.3), RealImagesConfig(), RealImagesConfig(dataset="cifar10-gs", split="train")]
     for config in configs:
         assert PROBE_CONFIGS[config.kind] is type(config)
         assert probe_config_from_dict(json.loads(json.dumps(probe_config_to_dict(config)))) == config
@@ -209,3 +214,67 @@ def test_unit_variance_init_starts_from_distinct_full_contrast_probes() -> None:
     z = torch.randn(5, 32)
     with torch.no_grad():  # still one linear map of the latent (zero bias: linear, not just affine)
         assert torch.allclose(unit.pre_output(2 * z), 2 * unit.pre_output(z), atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def mnist_test_images() -> np.ndarray:
+    return load_dataset("mnist").images("test")  # uint8 [10000, 28, 28]
+
+
+def test_real_images_are_the_drawn_dataset_images(mnist_test_images: np.ndarray) -> None:
+    """Each probe is the MNIST test image at its drawn index, converted as the CNN zoo converts its own inputs."""
+    for q, channels in ((1, 1), (16, 1), (16, 3)):
+        source = RealImagesConfig().build(q, (channels, 32, 32), torch.Generator().manual_seed(3))
+        indices = torch.randperm(len(mnist_test_images), generator=torch.Generator().manual_seed(3))[:q]
+        assert torch.equal(source.indices, indices)  # drawn by the build generator, without replacement
+        expected = images_to_inputs(mnist_test_images[indices.numpy()])  # [Q, 1, 32, 32]
+        assert torch.equal(source(), expected.expand(q, channels, 32, 32))
+    x = source()
+    assert (x[..., :2, :] == -1).all() and (x[..., :, -2:] == -1).all()  # the 2-pixel padding is black
+    assert x.min() == -1 and x.max() == 1 and len(x.unique()) > 100  # full range, real grey levels
+
+
+def test_real_images_differ_between_seeds(mnist_test_images: np.ndarray) -> None:
+    a, b = (RealImagesConfig().build(64, (1, 32, 32), torch.Generator().manual_seed(s)) for s in (0, 1))
+    assert len(set(a.indices.tolist()) & set(b.indices.tolist())) < 8  # two draws of 64 from 10,000 barely overlap
+    assert (a() != b()).any(dim=(1, 2, 3)).float().mean() > 0.9
+    again = RealImagesConfig().build(64, (1, 32, 32), torch.Generator().manual_seed(0))
+    assert torch.equal(a(), again())
+
+
+def test_real_images_are_fixed_buffers() -> None:
+    source = RealImagesConfig().build(8, (3, 32, 32), torch.Generator().manual_seed(0))
+    assert list(source.parameters()) == [] and not source.learned and not source().requires_grad
+    state = source.state_dict()
+    assert set(state) == {"probes", "indices"} and state["probes"].shape == (8, 3, 32, 32)
+    reloaded = RealImagesConfig().build(8, (3, 32, 32), torch.Generator().manual_seed(1))
+    reloaded.load_state_dict(state)
+    assert torch.equal(reloaded(), source())
+
+
+def test_real_images_convert_channels() -> None:
+    """RGB images average to grey for grayscale zoos and are kept as they are for RGB ones."""
+    rgb = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).numpy()
+    grey = RealImageProbes(rgb, 5, (1, 32, 32), torch.Generator().manual_seed(0))
+    colour = RealImageProbes(rgb, 5, (3, 32, 32), torch.Generator().manual_seed(0))
+    expected = images_to_inputs(rgb[grey.indices.numpy()])  # [5, 3, 32, 32]
+    assert torch.equal(colour(), expected)
+    torch.testing.assert_close(grey(), expected.mean(1, keepdim=True))
+
+
+def test_real_images_refuse_what_they_cannot_produce() -> None:
+    g = torch.Generator()
+    with pytest.raises(ValueError, match=r"RealImagesConfig\(dataset='mnist', split='test'\): its 28×28 images "
+                                         r"become 32×32 CNN inputs, not the 28×28 of input_shape \(1, 28, 28\)"):
+        RealImagesConfig().build(4, (1, 28, 28), g)
+    with pytest.raises(ValueError, match=r"got \(784,\)"):
+        RealImagesConfig().build(4, (784,), g)
+    rgb = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="cannot turn 3-channel images into 2-channel probes"):
+        RealImageProbes(rgb, 4, (2, 32, 32), g)
+    with pytest.raises(ValueError, match=r"n_probes \(=10001\) must be between 1 and the 10000 images"):
+        RealImagesConfig().build(10_001, (1, 32, 32), g)
+    with pytest.raises(ValueError, match=r"dataset 'svhn' is not one of"):
+        probe_config_from_dict({"kind": "real-images", "dataset": "svhn"})
+    with pytest.raises(ValueError, match=r"split 'val' is not one of"):
+        RealImagesConfig(split="val")

@@ -11,8 +11,8 @@ import torch
 import probegen_nb.zoos.inr as inr
 from probegen_nb.core.arch.cnn import CNNSpec
 from probegen_nb.core.arch.siren import SirenSpec, pixel_grid, reconstruct
+from probegen_nb.core.data import ImageDataset
 from probegen_nb.core.zoo_io import load_zoo
-from probegen_nb.zoos.data import ImageDataset
 from probegen_nb.zoos.inr import (
     PUBLIC_RECIPE,
     fit_inrs,

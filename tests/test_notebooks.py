@@ -14,7 +14,7 @@ REQUIRED_PARAMETERS = {"fast", "device", "seed", "out_dir"}
 
 def test_there_are_notebooks() -> None:
     assert {p.stem for p in NOTEBOOK_FILES} >= {"00_quickstart", "01_inr_zoo", "02_train_probegen",
-                                                "03_cnn_generalization", "04_explore_probes"}
+                                                "03_cnn_generalization", "04_explore_probes", "05_ablations"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.stem)

@@ -33,6 +33,7 @@ DEMO_SEQUENCE: dict[str, dict[str, Any]] = {
     "02_train_probegen": {"epochs": 5},
     "03_cnn_generalization": {"epochs": 10},
     "04_explore_probes": {"run_dir": "{out_root}/03_cnn_generalization"},  # explores the runs 03 just wrote
+    "05_ablations": {"fast": True},  # every section's smallest grid (the full one: `make ablations`)
 }
 # ZeroMQ's ipc:// transport needs Unix domain sockets; elsewhere (Windows) the kernel falls back to TCP on localhost.
 KERNEL_TRANSPORT = "ipc" if os.name == "posix" else "tcp"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -50,11 +51,12 @@ class TaskError:
         return f"{self.type}: {self.message}"
 
 
-def run_task(fn: Callable[..., Any], args: tuple, threads: int) -> Any:
-    """Run one task with `threads` torch threads; an exception comes back as a `TaskError` (it also crosses
-    process boundaries safely: an exception class a worker cannot unpickle would otherwise hide the real error)."""
+def run_task(fn: Callable[..., Any], args: tuple, threads: int | None) -> Any:
+    """Run one task with `threads` torch threads (None: this process's own choice, as if `fn` were called directly);
+    an exception comes back as a `TaskError` (it also crosses process boundaries safely: an exception class a worker
+    cannot unpickle would otherwise hide the real error)."""
     try:
-        with use_threads(threads):
+        with use_threads(threads) if threads is not None else nullcontext():
             return fn(*args)
     except Exception as e:  # noqa: BLE001 (returned to the caller, who records it)
         return TaskError(type(e).__name__, str(e), traceback.format_exc())

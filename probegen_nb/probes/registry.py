@@ -9,9 +9,10 @@ from typing import Any
 from probegen_nb.probes.coords import GaussianConfig, ProbeGenConfig, UniformConfig, VanillaConfig
 from probegen_nb.probes.dead_leaves import DeadLeavesConfig
 from probegen_nb.probes.images import ConvProbeGenConfig, ImageGaussianConfig, ImageVanillaConfig, LinearImageGenConfig
+from probegen_nb.probes.real_images import RealImagesConfig
 
 ProbeConfig = (ProbeGenConfig | VanillaConfig | UniformConfig | GaussianConfig | ConvProbeGenConfig
-               | LinearImageGenConfig | ImageVanillaConfig | DeadLeavesConfig | ImageGaussianConfig)
+               | LinearImageGenConfig | ImageVanillaConfig | DeadLeavesConfig | ImageGaussianConfig | RealImagesConfig)
 PROBE_CONFIGS: dict[str, type] = {c.kind: c for c in ProbeConfig.__args__}  # kind → config type
 
 

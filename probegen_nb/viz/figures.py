@@ -229,3 +229,34 @@ def logits_good_vs_bad(representations: np.ndarray, accuracy: np.ndarray, n_clas
         ax.set_ylabel("class logit")
     fig.colorbar(im, ax=axes, shrink=0.8)
     return fig
+
+
+def ablation_plot(results: pd.DataFrame, metric: str, title: str, axis: str | None = None, log_x: bool = False,
+                  reference: str | None = None) -> plt.Figure:
+    """One ablation's runs (columns `method`, `x`, `variant`, `metric`, one row per run): with a numeric `axis`,
+    lines of mean ± std over seeds per method (variants without an x, e.g. the reference of a weight-decay sweep,
+    as a horizontal band); without one, a point plot of every variant with its seed std."""
+    fig, ax = plt.subplots(figsize=(7.0, 3.6))
+    if axis:
+        on_axis = results[results["x"].notna()]
+        sns.lineplot(data=on_axis, x="x", y=metric, hue="method", errorbar="sd", marker="o", ax=ax)
+        for method, runs in results[results["x"].isna()].groupby("method"):
+            mean, std = runs[metric].mean(), runs[metric].std()
+            ax.axhline(mean, color="k", ls="--", lw=1, label=f"{method} (no x)")
+            ax.axhspan(mean - std, mean + std, color="k", alpha=0.08)
+        ax.set_xlabel(axis)
+        if log_x:
+            ax.set_xscale("log")
+        ax.legend(fontsize=8)
+    else:
+        order = list(dict.fromkeys(results["variant"]))
+        sns.pointplot(data=results, x="variant", y=metric, order=order, errorbar="sd", linestyle="none",
+                      capsize=0.2, ax=ax)
+        if reference is not None and reference in order:
+            ax.axhline(results.loc[results["variant"] == reference, metric].mean(), color="k", ls="--", lw=1)
+        ax.tick_params(axis="x", rotation=30)
+        ax.set_xlabel("")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -3,7 +3,8 @@ once, each with its own hyper-parameters, data subset and optimizer, checkpointe
 
 All models of a chunk share one architecture (activation included), so one grouped convolution runs them all;
 per-model learning rates, optimizers, L2, dropout and data subsets are tensors with a leading model axis.
-Chunks are saved as they finish, so a killed build resumes.
+Chunks are saved as they finish, so a killed build resumes; they can run as tasks of an engine (`core.engine`: here,
+or on Dask workers).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from probegen_nb.core.arch.cnn import CNNSpec, cnn_forward
-from probegen_nb.core.device import resolve_device, tune_cpu_allocator
-from probegen_nb.core.jobs import ResumableJob, software_versions
+from probegen_nb.core.data import DatasetName, ImageDataset, images_to_inputs, load_dataset
+from probegen_nb.core.device import ThreadGovernor, resolve_device, tune_cpu_allocator
+from probegen_nb.core.engine import EngineConfig
+from probegen_nb.core.jobs import ResumableJob, engine_info, software_versions
 from probegen_nb.core.zoo import MixedZoo, Task, Zoo
 from probegen_nb.core.zoo_io import save_zoo
-from probegen_nb.zoos.data import ImageDataset
 
 INITS = ("he_normal", "glorot_normal", "orthogonal", "normal", "truncated_normal")
 
@@ -101,16 +103,6 @@ def init_cnn_params(spec: CNNSpec, hp: pd.DataFrame, generator: torch.Generator)
                 out[sel] = w.reshape(-1, *shape)
         params[name] = out
     return params
-
-
-def images_to_inputs(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W] or [N, H, W, C] → float [N, C, 32, 32] in [-1, 1], 28×28 images zero-padded to 32×32."""
-    x = torch.as_tensor(images)
-    x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
-    x = x.float() / 127.5 - 1
-    if x.shape[-1] == 28:
-        x = F.pad(x, (2, 2, 2, 2), value=-1.0)
-    return x.contiguous()
 
 
 class PerModelOptimizer:
@@ -247,60 +239,67 @@ def wild_park_space_size(depths: tuple[int, ...], channels: tuple[int, ...], ker
     return total
 
 
-def build_cnn_zoo(dataset: ImageDataset, out_dir: str | Path, n_runs: int, recipe: CNNZooRecipe = CNNZooRecipe(),
-                  split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2), chunk_size: int = 32,
-                  seed: int = 0, device: str | torch.device = "auto", overwrite: bool = False,
-                  architectures: list[CNNSpec] | None = None) -> MixedZoo:
+def build_cnn_zoo(dataset: ImageDataset | DatasetName, out_dir: str | Path, n_runs: int,
+                  recipe: CNNZooRecipe = CNNZooRecipe(), split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+                  chunk_size: int = 32, seed: int = 0, device: str | torch.device = "auto", overwrite: bool = False,
+                  architectures: list[CNNSpec] | None = None, engine: EngineConfig | None = None) -> MixedZoo:
     """Train `n_runs` CNNs, keep `recipe.checkpoints` per run, and write a mixed zoo with one group per architecture.
 
     By default the Small CNN Zoo's architecture with the activation drawn per run (a group per activation); with
     `architectures` (e.g. `sample_wild_park_specs`), each run gets one of them at random (a CNN Wild Park-style zoo).
     Splits are by run, so no run has checkpoints on both sides. Labels per row: `test_acc`, `train_acc`, `gap`
-    (train − test), with provenance `run`, `step`, `epoch` and the hyper-parameters."""
+    (train − test), with provenance `run`, `step`, `epoch` and the hyper-parameters.
+
+    `engine`: None trains the chunks here, one after another, at this process's torch threads; an `EngineConfig`
+    makes each chunk one of its tasks (local or Dask), trained at `engine.threads_per_worker` threads. Every task
+    needs the whole data set: given by name (`load_dataset`), Dask workers load it themselves; an `ImageDataset`
+    travels with each task (fine for small ones, e.g. a `sample`). The same parameters give the same zoo whatever
+    the engine, bit for bit on the CPU at the same thread count (convolutions round differently at another count).
+    Resumable through any engine, like `build_inr_zoo`; a failing chunk raises a `ChunkError` after the others."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True to rebuild it")
     dev = resolve_device(device)
+    data = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    task_data = dataset if isinstance(dataset, str) and engine is not None and engine.kind == "dask" else data
     hp = sample_hparams(n_runs, seed, recipe)
     rng = np.random.default_rng(seed + 1)
     n_train_runs, n_val_runs = int(split_fractions[0] * n_runs), int(split_fractions[1] * n_runs)
     hp["split"] = np.array(["train"] * n_train_runs + ["val"] * n_val_runs +
                            ["test"] * (n_runs - n_train_runs - n_val_runs))[rng.permutation(n_runs)]
-    train_x, test_x = images_to_inputs(dataset.train_images).to(dev), images_to_inputs(dataset.test_images).to(dev)
-    train_y = torch.as_tensor(dataset.train_labels).to(dev)
-    test_y = torch.as_tensor(dataset.test_labels).to(dev)
-    in_channels = train_x.shape[1]
+    input_shape = tuple(images_to_inputs(data.train_images[:1]).shape[1:])  # (C, 32, 32)
     if architectures is None:  # Small CNN Zoo: the architecture differs only by the run's activation
         acts = sorted(hp["activation"].unique())
-        specs = [CNNSpec.small_cnn_zoo(in_channels, a) for a in acts]
+        specs = [CNNSpec.small_cnn_zoo(input_shape[0], a) for a in acts]
         hp["arch"] = hp["activation"].map({a: i for i, a in enumerate(acts)})
     else:
-        bad = [s for s in architectures if s.input_shape != tuple(train_x.shape[1:])]
+        bad = [s for s in architectures if s.input_shape != input_shape]
         if bad:
-            raise ValueError(f"architecture input {bad[0].input_shape} does not fit {dataset.name} images "
-                             f"{tuple(train_x.shape[1:])}")
+            raise ValueError(f"architecture input {bad[0].input_shape} does not fit {data.name} images "
+                             f"{input_shape}")
         used = np.unique(rng.integers(len(architectures), size=n_runs), return_inverse=True)
         specs, hp["arch"] = [architectures[i] for i in used[0]], used[1]
         hp["activation"] = ["-".join(specs[a].activation) for a in hp["arch"]]
 
     job = ResumableJob(out_dir, {"n_runs": n_runs, "recipe": asdict(recipe), "seed": seed, "chunk_size": chunk_size,
-                                 "dataset": dataset.name, "split_fractions": list(split_fractions),
+                                 "dataset": data.name, "split_fractions": list(split_fractions),
                                  "architectures": [s.to_dict() for s in specs]})
 
     t0 = time.perf_counter()
     chunks = [(arch, rows[i:i + chunk_size]) for arch, rows in hp.groupby("arch", sort=True).groups.items()
               for i in range(0, len(rows), chunk_size)]
+    todo = [c for c in range(len(chunks)) if not job.done(c)]
+    threads = None if engine is None else engine.threads_per_worker
     bar = tqdm(total=n_runs, desc=f"CNN zoo {out_dir.name}", unit="CNN")
-    for c, (arch, rows) in enumerate(chunks):
-        if not job.done(c):
-            spec = specs[arch]
-            cps = train_cnns(spec, hp.loc[rows].reset_index(drop=True), train_x, train_y, test_x, test_y, recipe,
-                             torch.Generator().manual_seed(seed * 100_003 + c), dev)
-            tensors = {f"step{cp['step']}.{k}": v for cp in cps for k, v in
-                       {**cp["params"], "test_acc": cp["test_acc"], "train_acc": cp["train_acc"]}.items()}
-            job.save(c, tensors)
-        bar.update(len(rows))
-    bar.close()
+    bar.update(n_runs - sum(len(chunks[c][1]) for c in todo))
+    try:
+        job.run(train_cnn_chunk, {c: (task_data, specs[arch], hp.loc[rows].reset_index(drop=True), recipe,
+                                      seed * 100_003 + c, str(dev), threads)
+                                  for c, (arch, rows) in enumerate(chunks) if c in todo},
+                engine, on_done=lambda c: bar.update(len(chunks[c][1])),
+                describe=lambda c: f"chunk {c} (runs {', '.join(str(r) for r in chunks[c][1])})")
+    finally:
+        bar.close()
 
     groups, model_id = [], 0
     for arch, spec in enumerate(specs):
@@ -313,7 +312,8 @@ def build_cnn_zoo(dataset: ImageDataset, out_dir: str | Path, n_runs: int, recip
                 parts_params.append({k: t[f"step{step}.{k}"] for k in spec.param_shapes()})
                 rows_df = hp.loc[rows].drop(columns="arch").reset_index(drop=True)
                 rows_df["step"] = step
-                rows_df["epoch"] = step * recipe.batch_size / np.round(rows_df["train_fraction"] * len(train_x))
+                rows_df["epoch"] = step * recipe.batch_size / np.round(rows_df["train_fraction"]
+                                                                       * len(data.train_labels))
                 rows_df["test_acc"] = t[f"step{step}.test_acc"].numpy()
                 rows_df["train_acc"] = t[f"step{step}.train_acc"].numpy()
                 parts_rows.append(rows_df)
@@ -323,10 +323,29 @@ def build_cnn_zoo(dataset: ImageDataset, out_dir: str | Path, n_runs: int, recip
         model_id += len(table)
         params = {k: torch.cat([p[k] for p in parts_params]) for k in spec.param_shapes()}
         groups.append(Zoo(spec, params, table, Task("test_acc", None)))
-    info = {"builder": "probegen_nb.zoos.cnn.build_cnn_zoo", "dataset": dataset.name, "data_source": dataset.source,
-            "recipe": asdict(recipe), "seed": seed, "n_runs": n_runs, "device": str(dev),
+    info = {"builder": "probegen_nb.zoos.cnn.build_cnn_zoo", "dataset": data.name, "data_source": data.source,
+            "recipe": asdict(recipe), "seed": seed, "n_runs": n_runs, "device": str(dev), **engine_info(engine),
             "build_seconds_this_run": round(time.perf_counter() - t0, 1), "software": software_versions()}
     zoo = MixedZoo(tuple(groups), Task("test_acc", None), info)
     save_zoo(zoo, out_dir, overwrite=overwrite)
     job.finish()
     return zoo
+
+
+def train_cnn_chunk(dataset: ImageDataset | DatasetName, spec: CNNSpec, hp: pd.DataFrame, recipe: CNNZooRecipe,
+                    seed: int, device: str, threads: int | None) -> dict[str, torch.Tensor]:
+    """One chunk of `build_cnn_zoo`, a task of its engine: the len(hp) CNNs of `spec` trained on `dataset` (by name:
+    loaded here) from the chunk's own seed, at `threads` CPU threads (None: this process's count); returns what the
+    chunk file holds (`step{s}.{param}` [M, …], `step{s}.test_acc` and `step{s}.train_acc` [M])."""
+    data = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    dev = torch.device(device)
+    train_x, test_x = images_to_inputs(data.train_images).to(dev), images_to_inputs(data.test_images).to(dev)
+    train_y, test_y = torch.as_tensor(data.train_labels).to(dev), torch.as_tensor(data.test_labels).to(dev)
+    governor = ThreadGovernor.start("cnn_zoo", dev, threads) if threads is not None else None
+    try:
+        cps = train_cnns(spec, hp, train_x, train_y, test_x, test_y, recipe, torch.Generator().manual_seed(seed), dev)
+    finally:
+        if governor is not None:
+            governor.finish()
+    return {f"step{cp['step']}.{k}": v for cp in cps
+            for k, v in {**cp["params"], "test_acc": cp["test_acc"], "train_acc": cp["train_acc"]}.items()}

@@ -2,7 +2,8 @@
 
 Thousands of INRs are fitted at once: their weights are stacked tensors, one batched forward evaluates all of them,
 and a hand-written Adam updates them elementwise, which is exactly independent per-model Adam because every
-model's loss depends only on its own weights. Builds run in chunks saved as they finish, so a killed build resumes.
+model's loss depends only on its own weights. Builds run in chunks saved as they finish, so a killed build resumes;
+the chunks can run as tasks of an engine (`core.engine`: here, or on Dask workers), each carrying its own images.
 
 Long builds compile the loss-and-gradient step with `torch.compile` (inductor fuses the sines, cosines and
 products around the small matmuls: 2× the eager step on a 2-core CPU). A compile costs about 15 s cold, so builds
@@ -24,11 +25,12 @@ import torch
 from tqdm.auto import tqdm
 
 from probegen_nb.core.arch.siren import SirenSpec, pixel_grid, siren_forward
+from probegen_nb.core.data import ImageDataset
 from probegen_nb.core.device import ThreadGovernor, resolve_device, synchronize, tune_cpu_allocator
-from probegen_nb.core.jobs import ResumableJob, software_versions
+from probegen_nb.core.engine import EngineConfig
+from probegen_nb.core.jobs import ResumableJob, engine_info, software_versions
 from probegen_nb.core.zoo import SPLITS, Task, Zoo, ZooFormatError
 from probegen_nb.core.zoo_io import save_zoo
-from probegen_nb.zoos.data import ImageDataset
 from probegen_nb.zoos.public.layouts import INR_LAYOUTS, parse_inr_path
 
 
@@ -238,14 +240,22 @@ def plan_from_splits_json(path: str | Path, max_per_split: dict[str, int] | None
 
 def build_inr_zoo(plan: pd.DataFrame, dataset: ImageDataset, out_dir: str | Path, spec: SirenSpec = SirenSpec(),
                   recipe: SirenRecipe = PUBLIC_RECIPE, chunk_size: int = 256, seed: int = 0,
-                  device: str | torch.device = "auto", overwrite: bool = False, compile: bool | None = None) -> Zoo:
+                  device: str | torch.device = "auto", overwrite: bool = False, compile: bool | None = None,
+                  engine: EngineConfig | None = None) -> Zoo:
     """Fit one INR per plan row, `chunk_size` at a time, and write the zoo folder.
 
     `compile`: None compiles the fitting step for builds of at least `COMPILE_MIN_INR_STEPS` INR-steps on a CPU
     (GPUs stay eager until measured there); True/False force it.
 
-    Finished chunks are kept in `.<name>.partial/` beside `out_dir`; running again with the same plan resumes there.
-    Each chunk has its own seed, so a resumed build equals an uninterrupted one.
+    `engine`: None fits the chunks here, one after another, at this process's thread choice (`ThreadGovernor`:
+    $PROBEGEN_THREADS, else as many threads as the machine's load allows); an `EngineConfig` makes each chunk one of
+    its tasks (local or Dask), fitted at `engine.threads_per_worker` threads. Builds with the same parameters give
+    the same zoo whatever the engine, bit for bit on the CPU at the same thread count (floating-point sums may
+    round differently at another count).
+
+    Finished chunks are kept in `.<name>.partial/` beside `out_dir`; running again with the same plan resumes there,
+    through any engine. Each chunk has its own seed, so a resumed build equals an uninterrupted one. A chunk that
+    fails raises a `ChunkError` naming it once the others have finished and been saved.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -260,16 +270,18 @@ def build_inr_zoo(plan: pd.DataFrame, dataset: ImageDataset, out_dir: str | Path
     if compile is None:
         compile = dev.type == "cpu" and len(plan) * recipe.steps >= COMPILE_MIN_INR_STEPS
     t0 = time.perf_counter()
+    rows = [plan.iloc[c * chunk_size:(c + 1) * chunk_size] for c in range(n_chunks)]
+    todo = [c for c in range(n_chunks) if not job.done(c)]
     bar = tqdm(total=len(plan), desc=f"INR zoo {out_dir.name}", unit="INR")
-    for c in range(n_chunks):
-        rows = plan.iloc[c * chunk_size:(c + 1) * chunk_size]
-        if not job.done(c):
-            images = gather_images(dataset, rows)
-            res = fit_inrs(images, spec, recipe, torch.Generator().manual_seed(seed * 100_003 + c), dev,
-                           compile=compile)
-            job.save(c, {**res.params, "psnr": res.psnr, "steps": res.steps})
-        bar.update(len(rows))
-    bar.close()
+    bar.update(len(plan) - sum(len(rows[c]) for c in todo))
+    try:
+        # each task carries its own images (uint8, 784 B an INR), not the data set
+        job.run(fit_inr_chunk, {c: (gather_images(dataset, rows[c]), spec, recipe, seed * 100_003 + c, str(dev),
+                                    compile) for c in todo},
+                engine, on_done=lambda c: bar.update(len(rows[c])),
+                describe=lambda c: f"chunk {c} (plan rows {c * chunk_size}-{c * chunk_size + len(rows[c]) - 1})")
+    finally:
+        bar.close()
 
     chunks = [job.load(c) for c in range(n_chunks)]
     params = {k: torch.cat([ch[k] for ch in chunks]) for k in spec.param_shapes()}
@@ -278,7 +290,7 @@ def build_inr_zoo(plan: pd.DataFrame, dataset: ImageDataset, out_dir: str | Path
     table["fit_steps"] = torch.cat([ch["steps"] for ch in chunks]).numpy()
     info = {"builder": "probegen_nb.zoos.inr.build_inr_zoo", "dataset": dataset.name, "data_source": dataset.source,
             "recipe": asdict(recipe), "seed": seed, "chunk_size": chunk_size, "device": str(dev),
-            "compiled_fitting": compile,
+            "compiled_fitting": compile, **engine_info(engine),
             "build_seconds_this_run": round(time.perf_counter() - t0, 1), "software": software_versions()}
     try:
         zoo = Zoo(spec, params, table, Task("label", len(dataset.classes)), info)
@@ -287,6 +299,14 @@ def build_inr_zoo(plan: pd.DataFrame, dataset: ImageDataset, out_dir: str | Path
     save_zoo(zoo, out_dir, overwrite=overwrite)
     job.finish()
     return zoo
+
+
+def fit_inr_chunk(images: np.ndarray, spec: SirenSpec, recipe: SirenRecipe, seed: int, device: str,
+                  compile: bool) -> dict[str, torch.Tensor]:
+    """One chunk of `build_inr_zoo`, a task of its engine: an INR per image of `images` [B, H, W] uint8, fitted from
+    the chunk's own seed; returns what the chunk file holds (params [B, …], `psnr` and `steps` [B])."""
+    res = fit_inrs(images, spec, recipe, torch.Generator().manual_seed(seed), device, compile=compile)
+    return {**res.params, "psnr": res.psnr, "steps": res.steps}
 
 
 def gather_images(dataset: ImageDataset, rows: pd.DataFrame) -> np.ndarray:

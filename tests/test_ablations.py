@@ -1,0 +1,108 @@
+"""The ablation grids are the issue's, and their tables pair each variant with the right reference."""
+
+import pandas as pd
+import pytest
+
+from probegen_nb.experiment.ablations import (
+    Section,
+    Variant,
+    compare_section,
+    describe,
+    schedule_table,
+    section_sweep,
+    sections,
+)
+from probegen_nb.experiment.config import RunConfig
+from probegen_nb.probes.coords import ProbeGenConfig, VanillaConfig
+from probegen_nb.probes.real_images import RealImagesConfig
+
+
+def test_the_grids_are_the_papers_ablations() -> None:
+    grid = sections()
+    qs = sorted({v.x for v in grid["n_probes"].variants})
+    assert qs == [8, 16, 32, 64, 128, 256]
+    assert {v.method for v in grid["n_probes"].variants} == {"probegen", "vanilla", "uniform"}
+    assert sorted({v.x for v in grid["n_probes_images"].variants}) == [16, 32, 64, 128]
+    assert sorted({v.x for v in grid["train_size"].variants}) == [250, 500, 1000, 2000, 4000]
+    assert sorted({v.x for v in grid["regularisation"].variants if v.x is not None}) == [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+    gens = [v.overrides["probes"] for v in grid["generator"].variants]
+    assert sorted({g.depth for g in gens}) == [1, 2, 3, 4, 6]
+    assert sorted({g.width for g in gens}) == [32, 128, 512]
+    assert sorted({g.latent_dim for g in gens}) == [8, 32, 128]
+    # one factor at a time: every generator variant differs from the default in at most one field
+    default = ProbeGenConfig()
+    for g in gens:
+        assert sum(getattr(g, f) != getattr(default, f) for f in ("depth", "width", "latent_dim")) <= 1
+    acts = {v.overrides["probes"].activation for v in grid["nonlinear"].variants}
+    assert acts == {None, "relu", "gelu", "tanh"}
+    kinds = {v.overrides["probes"].kind for v in grid["image_sources"].variants}
+    assert kinds == {"probegen-conv", "probegen-fc", "vanilla-image", "dead-leaves", "gaussian-image", "real-images"}
+    real = [v.overrides["probes"] for v in grid["image_sources"].variants if v.method == "mnist-digits"]
+    assert real == [RealImagesConfig(dataset="mnist")]
+    assert grid["image_sources"].base == {"n_probes": 64}
+    for s in grid.values():  # every section holds its reference and names variants uniquely
+        assert any(v.method == s.reference for v in s.variants)
+        assert len({v.name for v in s.variants}) == len(s.variants)
+
+
+def test_fast_grids_are_small_subsets() -> None:
+    full, fast = sections(), sections(fast=True)
+    assert fast.keys() == full.keys()
+    for key in full:
+        assert len(fast[key].variants) < len(full[key].variants)
+
+
+def test_section_sweep_is_variants_times_seeds_with_the_overrides() -> None:
+    s = sections(fast=True)["image_sources"]
+    sweep = section_sweep(s, RunConfig(epochs=3), [0, 1, 2], "/tmp/x")
+    assert len(sweep.runs) == 3 * len(s.variants)
+    assert {r.config.n_probes for r in sweep.runs} == {8}  # the section's base
+    assert {r.config.epochs for r in sweep.runs} == {3}
+    assert {r.config.seed for r in sweep.runs} == {0, 1, 2}
+    assert sweep.folder.name == "image_sources"
+
+
+AXIS = Section("q", "Q", "inr", (Variant("probegen", {"probes": ProbeGenConfig()}, 8),
+                                 Variant("vanilla", {"probes": VanillaConfig()}, 8),
+                                 Variant("probegen", {"probes": ProbeGenConfig()}, 16),
+                                 Variant("vanilla", {"probes": VanillaConfig()}, 16)), axis="Q")
+
+
+def results(values: dict[str, list[float]], column: str = "test_accuracy") -> pd.DataFrame:
+    rows = [{"variant": v, "seed": s, column: x, "status": "done"} for v, xs in values.items()
+            for s, x in enumerate(xs)]
+    return pd.DataFrame(rows)
+
+
+def test_numeric_axes_compare_with_the_reference_at_the_same_x() -> None:
+    r = results({"probegen @ 8": [0.5, 0.6, 0.7], "vanilla @ 8": [0.4, 0.5, 0.6],
+                 "probegen @ 16": [0.9, 0.9, 0.9], "vanilla @ 16": [0.95, 0.95, 0.95]})
+    table = compare_section(AXIS, r, "test_accuracy")
+    assert list(table.index) == ["probegen @ 8", "vanilla @ 8", "probegen @ 16", "vanilla @ 16"]
+    # paired with probegen at its own Q: -0.1 at 8 and +0.05 at 16 (against Q=8's probegen it would be +0.35)
+    assert table.loc["vanilla @ 8", "diff"] == pytest.approx(-0.1)
+    assert table.loc["vanilla @ 16", "diff"] == pytest.approx(0.05)
+    assert table.loc["vanilla @ 16", "diff_low"] == pytest.approx(0.05)
+    assert list(table["x"]) == [8, 8, 16, 16] and list(table["method"]) == ["probegen", "vanilla"] * 2
+    text = describe(AXIS, table, "test accuracy")
+    assert text.startswith("The best test accuracy is 0.950 ± 0.000 (vanilla @ 16, 3 seeds).")
+    assert "below probegen beyond seed noise: vanilla @ 8" in text
+    assert "above probegen beyond seed noise: vanilla @ 16" in text
+
+
+def test_describe_calls_a_noisy_gap_noise() -> None:
+    s = Section("n", "N", "inr", (Variant("probegen", {}), Variant("vanilla", {})))
+    r = results({"probegen": [0.50, 0.60, 0.70], "vanilla": [0.55, 0.50, 0.72]})  # diffs +0.05, -0.1, +0.02
+    text = describe(s, compare_section(s, r, "test_accuracy"), "acc")
+    assert "within seed noise of probegen" in text and "vanilla" in text.split("within seed noise")[1]
+    assert "beyond seed noise" not in text
+
+
+def test_schedule_table_pairs_last_step_with_best_val() -> None:
+    r = pd.DataFrame({"variant": ["a"] * 3, "seed": [0, 1, 2], "status": "done",
+                      "test_accuracy": [0.90, 0.80, 0.85], "last_test_accuracy": [0.88, 0.79, 0.83]})
+    t = schedule_table(r, "accuracy")
+    assert t.loc["a", "best_val"] == pytest.approx(0.85)
+    assert t.loc["a", "last_step"] == pytest.approx(2.5 / 3)
+    assert t.loc["a", "diff"] == pytest.approx(-0.05 / 3)
+    assert t.loc["a", "diff_high"] < 0  # every seed's last step is worse: the interval excludes 0
