@@ -1,13 +1,17 @@
-"""Shared fixtures. `browser`: a headless Chromium for tests that look at pages the way a reader would."""
+"""Shared fixtures. `browser`: a headless Chromium for tests that look at pages the way a reader would;
+`fake_images`: small made-up image data sets that zoos fit quickly."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
+from probegen_nb.core.data import ImageDataset
 from probegen_nb.viz.browser import chromium_path, launch
 
 
@@ -38,3 +42,37 @@ def browser() -> Iterator[Any]:
     finally:
         chromium.close()
         playwright.stop()
+
+
+def blobs(n_train: int, n_test: int) -> ImageDataset:
+    """28×28 smooth blobs whose position depends on the class (INRs fit them quickly, like digits)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:28, 0:28]
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.arange(n) % 10
+        cx, cy = 6 + 1.6 * labels + rng.normal(0, 1, n), 14 + rng.normal(0, 2, n)
+        img = np.exp(-((xx[None] - cx[:, None, None]) ** 2 + (yy[None] - cy[:, None, None]) ** 2) / 18)
+        return (img * 255).astype(np.uint8), labels.astype(np.int64)
+
+    return ImageDataset("blobs", *make(n_train), *make(n_test), tuple("0123456789"), "test fixture")
+
+
+def stripes(n_train: int, n_test: int) -> ImageDataset:
+    """32×32 noise with a bright horizontal bar at a class-dependent height (CNNs learn it in a few steps)."""
+    rng = np.random.default_rng(0)
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.arange(n) % 10
+        img = rng.integers(0, 60, (n, 32, 32)).astype(np.uint8)
+        for i, c in enumerate(y):
+            img[i, 3 * c:3 * c + 3] = 255
+        return img, y.astype(np.int64)
+
+    return ImageDataset("stripes", *make(n_train), *make(n_test), tuple("0123456789"), "test fixture")
+
+
+@pytest.fixture(scope="session")
+def fake_images() -> SimpleNamespace:
+    """`fake_images.blobs(n_train, n_test)`, `fake_images.stripes(n_train, n_test)`."""
+    return SimpleNamespace(blobs=blobs, stripes=stripes)

@@ -79,18 +79,9 @@ def test_images_to_inputs() -> None:
 
 
 @pytest.fixture(scope="module")
-def stripes() -> ImageDataset:
+def stripes(fake_images) -> ImageDataset:
     """10 classes: a bright horizontal bar at a class-dependent height, plus noise."""
-    rng = np.random.default_rng(0)
-
-    def make(n):
-        y = np.arange(n) % 10
-        img = rng.integers(0, 60, (n, 32, 32)).astype(np.uint8)
-        for i, c in enumerate(y):
-            img[i, 3 * c:3 * c + 3] = 255
-        return img, y.astype(np.int64)
-
-    return ImageDataset("stripes", *make(600), *make(200), tuple("0123456789"), "test fixture")
+    return fake_images.stripes(600, 200)
 
 
 def test_tiny_zoo_learns_splits_by_run_and_resumes(stripes, tmp_path, monkeypatch) -> None:

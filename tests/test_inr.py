@@ -4,7 +4,6 @@ import json
 import math
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
@@ -24,18 +23,9 @@ from probegen_nb.zoos.inr import (
 
 
 @pytest.fixture(scope="module")
-def digits() -> ImageDataset:
-    """A small fake data set: smooth blobs whose position depends on the class (fits quickly, like digits)."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:28, 0:28]
-
-    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
-        labels = np.arange(n) % 10
-        cx, cy = 6 + 1.6 * labels + rng.normal(0, 1, n), 14 + rng.normal(0, 2, n)
-        img = np.exp(-((xx[None] - cx[:, None, None]) ** 2 + (yy[None] - cy[:, None, None]) ** 2) / 18)
-        return (img * 255).astype(np.uint8), labels.astype(np.int64)
-
-    return ImageDataset("blobs", *make(200), *make(60), tuple("0123456789"), "test fixture")
+def digits(fake_images) -> ImageDataset:
+    """Blobs whose position depends on the class (fit quickly, like digits)."""
+    return fake_images.blobs(200, 60)
 
 
 def test_init_follows_recipe() -> None:

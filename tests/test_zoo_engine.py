@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -56,33 +55,15 @@ def dask_engine() -> Iterator[EngineConfig]:
 
 
 @pytest.fixture(scope="module")
-def digits() -> ImageDataset:
-    """Smooth blobs whose position depends on the class (as in test_inr.py)."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:28, 0:28]
-
-    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
-        labels = np.arange(n) % 10
-        cx, cy = 6 + 1.6 * labels + rng.normal(0, 1, n), 14 + rng.normal(0, 2, n)
-        img = np.exp(-((xx[None] - cx[:, None, None]) ** 2 + (yy[None] - cy[:, None, None]) ** 2) / 18)
-        return (img * 255).astype(np.uint8), labels.astype(np.int64)
-
-    return ImageDataset("blobs", *make(100), *make(30), tuple("0123456789"), "test fixture")
+def digits(fake_images) -> ImageDataset:
+    """Blobs whose position depends on the class."""
+    return fake_images.blobs(100, 30)
 
 
 @pytest.fixture(scope="module")
-def stripes() -> ImageDataset:
-    """A bright bar at a class-dependent height, plus noise (as in test_cnn_zoo.py, fewer images)."""
-    rng = np.random.default_rng(0)
-
-    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
-        y = np.arange(n) % 10
-        img = rng.integers(0, 60, (n, 32, 32)).astype(np.uint8)
-        for i, c in enumerate(y):
-            img[i, 3 * c:3 * c + 3] = 255
-        return img, y.astype(np.int64)
-
-    return ImageDataset("stripes", *make(200), *make(100), tuple("0123456789"), "test fixture")
+def stripes(fake_images) -> ImageDataset:
+    """A bright bar at a class-dependent height, plus noise."""
+    return fake_images.stripes(200, 100)
 
 
 def build_inrs(digits: ImageDataset, out: Path, engine: EngineConfig | None, seed: int = 0) -> Path:
