@@ -106,3 +106,12 @@ def test_schedule_table_pairs_last_step_with_best_val() -> None:
     assert t.loc["a", "last_step"] == pytest.approx(2.5 / 3)
     assert t.loc["a", "diff"] == pytest.approx(-0.05 / 3)
     assert t.loc["a", "diff_high"] < 0  # every seed's last step is worse: the interval excludes 0
+
+
+def test_a_failed_run_drops_its_seed_from_the_pairing() -> None:
+    r = results({"probegen @ 8": [0.5, 0.6, 0.7], "vanilla @ 8": [0.4, 0.5, 0.9],
+                 "probegen @ 16": [0.9, 0.9, 0.9], "vanilla @ 16": [0.95, 0.95, 0.95]})
+    r.loc[(r["variant"] == "probegen @ 8") & (r["seed"] == 2), "status"] = "failed"
+    table = compare_section(AXIS, r, "test_accuracy")
+    assert table.loc["vanilla @ 8", "n"] == 2 and table.loc["vanilla @ 8", "diff"] == pytest.approx(-0.1)
+    assert table.loc["vanilla @ 16", "n"] == 3  # the other Q keeps all its seeds

@@ -136,6 +136,9 @@ def compare_section(section: Section, results: pd.DataFrame, metric: str) -> pd.
         reference = ref[0] if ref else next(v.name for v in section.variants if v.method == section.reference)
         if reference not in set(runs["variant"]):
             runs = pd.concat([runs, done[done["variant"] == reference]])
+        # pair over the seeds every variant of the group finished (a failed run drops its seed from the group)
+        seed_sets = [set(g["seed"]) for _, g in runs.groupby("variant")]
+        runs = runs[runs["seed"].isin(set.intersection(*seed_sets))]
         tables.append(compare_variants(runs, metric, reference))
     table = pd.concat(tables)
     table = table[~table.index.duplicated()]
