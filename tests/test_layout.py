@@ -8,17 +8,18 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "probegen_nb"
 
 # What each part of the package may import (besides itself): app → explore/viz → experiment → methods → probes → core,
-# and zoos → core. `cli` is the top: it may import anything, and nothing imports it.
+# experiment → baselines → methods, and zoos → core. `cli` is the top: it may import anything, and nothing imports it.
 ALLOWED = {
     "core": set(),
     "zoos": {"core"},
     "probes": {"core"},
     "methods": {"probes", "core"},
-    "experiment": {"methods", "probes", "core"},
+    "baselines": {"methods", "core"},
+    "experiment": {"baselines", "methods", "probes", "core"},
     "viz": {"core"},
-    "explore": {"viz", "experiment", "methods", "probes", "core"},
-    "app": {"explore", "viz", "experiment", "methods", "probes", "zoos", "core"},
-    "cli": {"app", "explore", "viz", "experiment", "methods", "probes", "zoos", "core"},
+    "explore": {"viz", "experiment", "baselines", "methods", "probes", "core"},
+    "app": {"explore", "viz", "experiment", "baselines", "methods", "probes", "zoos", "core"},
+    "cli": {"app", "explore", "viz", "experiment", "baselines", "methods", "probes", "zoos", "core"},
 }
 
 

@@ -1,4 +1,7 @@
 """What one run depends on, as one frozen dataclass: the paper's protocol by default, `config.json` in the run folder.
+
+A run trains probing (the probe fields) unless `baseline` names a weight-space baseline, which then trains under the
+same protocol (splits, seed, epochs, lr, batch, predictor width and depth).
 """
 
 from __future__ import annotations
@@ -6,6 +9,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from probegen_nb.baselines.registry import (
+    BASELINE_CONFIGS,
+    BaselineConfig,
+    baseline_config_from_dict,
+    baseline_config_to_dict,
+)
 from probegen_nb.probes.coords import ProbeGenConfig
 from probegen_nb.probes.registry import ProbeConfig, probe_config_from_dict, probe_config_to_dict
 
@@ -28,10 +37,25 @@ class RunConfig:
     cache_responses: bool = True  # fixed probes: the zoo's answers computed once, not every step (same results)
     seed: int = 0  # seeds init, probe sampling and batch order
     device: str = "auto"  # "auto": cuda > mps > cpu
+    baseline: BaselineConfig | None = None  # None: probing; else a weight-space baseline (probe fields unused)
+
+    def __post_init__(self) -> None:
+        baselines = tuple(BASELINE_CONFIGS.values())
+        if isinstance(self.probes, baselines):
+            raise ValueError(f"RunConfig.probes is {self.probes}, a baseline: pass it as baseline=")
+        if self.baseline is not None and not isinstance(self.baseline, baselines):
+            raise ValueError(f"RunConfig.baseline {self.baseline!r} is not a baseline config "
+                             f"({', '.join(sorted(BASELINE_CONFIGS))})")
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as JSON values; a probing run's has no `baseline` key (as before baselines existed, so its
+        run id in a sweep is unchanged)."""
         d = asdict(self)
         d["probes"] = probe_config_to_dict(self.probes)
+        if self.baseline is None:
+            del d["baseline"]
+        else:
+            d["baseline"] = baseline_config_to_dict(self.baseline)
         return d
 
     @classmethod
@@ -43,4 +67,6 @@ class RunConfig:
         d = dict(d)
         if isinstance(d.get("probes"), dict):
             d["probes"] = probe_config_from_dict(d["probes"])
+        if isinstance(d.get("baseline"), dict):
+            d["baseline"] = baseline_config_from_dict(d["baseline"])
         return cls(**d)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from scipy.stats import kendalltau
 
+from probegen_nb.baselines.base import Baseline
 from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.methods.probing import ProbingModel
 
@@ -29,8 +30,13 @@ def metric(zoo: AnyZoo, outputs: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def represent_all(model: ProbingModel, zoo: AnyZoo, batch_size: int = 1024) -> torch.Tensor:
-    """[M, Q·K] representations of all the zoo's models (zoo already on the model's device)."""
+def represent_all(model: ProbingModel | Baseline, zoo: AnyZoo, batch_size: int = 1024) -> torch.Tensor:
+    """[M, Q·K] representations of all the zoo's models (zoo already on the model's device); a baseline's
+    [M, rep_dim] (never augmented)."""
+    if not isinstance(model, ProbingModel):
+        index = torch.arange(len(zoo), device=model.device)
+        reps = [model.represent_rows(zoo, i) for i in index.split(batch_size)]
+        return torch.cat(reps) if reps else torch.zeros(0, model.rep_dim, device=model.device)
     probes = model.probes()
     index = torch.arange(len(zoo), device=probes.device)
     reps = [model.represent_rows(zoo, i, probes) for i in index.split(batch_size)]
@@ -38,7 +44,7 @@ def represent_all(model: ProbingModel, zoo: AnyZoo, batch_size: int = 1024) -> t
 
 
 @torch.no_grad()
-def predict_from(model: ProbingModel, representations: torch.Tensor) -> torch.Tensor:
+def predict_from(model: ProbingModel | Baseline, representations: torch.Tensor) -> torch.Tensor:
     """Predictor outputs [M, d_out] for precomputed representations [M, Q·K] (e.g. cached answers to fixed probes),
     in eval mode; the model's mode is restored afterwards."""
     was_training = model.training
@@ -48,7 +54,7 @@ def predict_from(model: ProbingModel, representations: torch.Tensor) -> torch.Te
     return out
 
 
-def predict(model: ProbingModel, zoo: AnyZoo, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model: ProbingModel | Baseline, zoo: AnyZoo, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Outputs [M, d_out] and representations [M, Q·K] of all the zoo's models (zoo already on the model's device)."""
     reps = represent_all(model, zoo, batch_size)
     return predict_from(model, reps), reps

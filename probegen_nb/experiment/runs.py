@@ -23,7 +23,8 @@ from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.train import build_model
 from probegen_nb.methods.probing import ProbingModel
 
-RUN_FILES = ("config.json", "metrics.json", "best.safetensors", "probes.safetensors")
+RUN_FILES = ("config.json", "metrics.json")  # what every finished run has (`train()` writes metrics.json last)
+PROBE_RUN_FILES = (*RUN_FILES, "best.safetensors", "probes.safetensors")  # what `load_run` reads back
 SWEEP_FILE = "sweep.json"  # a sweep's grid (experiment.sweep): names its run folders by variant
 
 
@@ -44,20 +45,27 @@ class LoadedRun:
 
 
 def is_run_folder(path: str | Path) -> bool:
+    """A finished run of any method (probing, or a baseline: those have no probes, StatNN's trees no checkpoint)."""
     return all((Path(path) / f).is_file() for f in RUN_FILES)
 
 
+def is_probe_run_folder(path: str | Path) -> bool:
+    """A finished probing run, which `load_run` reads back."""
+    return all((Path(path) / f).is_file() for f in PROBE_RUN_FILES)
+
+
 def find_runs(root: str | Path) -> dict[str, Path]:
-    """{name: folder} of the run folders at `root`: root itself if it is one, else its sub-folders that are (a
-    sweep's by variant)."""
+    """{name: folder} of the probing run folders at `root`: root itself if it is one, else its sub-folders that are
+    (a sweep's by variant; baseline runs beside them are left out, `load_run` does not read them)."""
     root = Path(root)
-    if is_run_folder(root):
+    if is_probe_run_folder(root):
         return {root.name: root}
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such run folder")
-    runs = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and is_run_folder(p)}
+    runs = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and is_probe_run_folder(p)}
     if not runs:
-        raise FileNotFoundError(f"{root}: neither a run folder nor a folder of runs (a run folder holds {RUN_FILES})")
+        raise FileNotFoundError(f"{root}: neither a run folder nor a folder of runs (a run folder holds "
+                                f"{PROBE_RUN_FILES})")
     return _sweep_names(root, runs) if (root / SWEEP_FILE).is_file() else runs
 
 
@@ -98,13 +106,17 @@ def load_run(folder: str | Path, zoo: AnyZoo | None = None, device: str | torch.
     """Read a run folder; `zoo` (the one it was trained on) defaults to the zoo named in its config.json, found
     as `resolve_zoo_dir` says."""
     folder = Path(folder)
-    missing = [f for f in RUN_FILES if not (folder / f).is_file()]
-    if missing:
+    config = RunConfig.from_dict(_read_json(folder / "config.json")) if (folder / "config.json").is_file() else None
+    if config is not None and config.baseline is not None:
+        raise ValueError(f"{folder}: a {config.baseline.kind} baseline run; load_run reads probing runs (a baseline "
+                         f"run's results are its metrics.json and test_representations.safetensors)")
+    missing = [f for f in PROBE_RUN_FILES if not (folder / f).is_file()]
+    if missing or config is None:
         raise FileNotFoundError(f"{folder}: not a finished run folder, missing {missing}")
-    config = RunConfig.from_dict(_read_json(folder / "config.json"))
     metrics = _read_json(folder / "metrics.json")
     zoo = (zoo if zoo is not None else load_zoo(resolve_zoo_dir(config.zoo_dir, zoo_search))).to(device)
     model = build_model(config, zoo, torch.Generator().manual_seed(config.seed))  # weights replaced just below
+    assert isinstance(model, ProbingModel)
     state = _read_tensors(folder / "best.safetensors")
     try:
         model.load_state_dict(state)

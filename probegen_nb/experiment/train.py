@@ -4,6 +4,10 @@ Every notebook and benchmark trains through `train()`. A run folder holds `confi
 history, best-val and last-step test metric, FLOPs per model, wall time, device), `best.safetensors` and
 `last.safetensors` checkpoints, `probes.safetensors` (the best-validation probes and one snapshot per epoch) and
 `test_representations.safetensors` (of the best-validation model, which `train()` also returns).
+
+A config with a `baseline` trains that weight-space baseline through the same loop and writes the same folder, less
+`probes.safetensors`; StatNN's trees are fit by scikit-learn instead, boosting stages standing for epochs, and keep
+no checkpoints (see `probegen_nb.baselines.trees`).
 """
 
 from __future__ import annotations
@@ -16,8 +20,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
+from probegen_nb.baselines.base import Baseline, rows_params, shared_param_shapes, zoo_device
+from probegen_nb.baselines.base import flops_per_model as baseline_flops_per_model
+from probegen_nb.baselines.statnn import StatNNConfig, layer_statistics, zoo_statistics
+from probegen_nb.baselines.trees import StatNNTrees, fit_trees
 from probegen_nb.core.device import (
     ThreadGovernor,
     describe_device,
@@ -38,10 +47,13 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN/Inf; the message names the epoch and step and where the last good checkpoint is."""
 
 
+Model = ProbingModel | Baseline  # what the torch loop trains
+
+
 @dataclass
 class RunResult:
     config: RunConfig
-    model: ProbingModel
+    model: Model | StatNNTrees
     metrics: dict[str, Any]
     out_dir: Path | None
 
@@ -51,12 +63,15 @@ def loss_fn(outputs: torch.Tensor, labels: torch.Tensor, classification: bool) -
     return F.cross_entropy(outputs, labels) if classification else F.mse_loss(outputs.squeeze(1), labels)
 
 
-def make_optimizer(config: RunConfig, model: ProbingModel,
+def make_optimizer(config: RunConfig, model: Model,
                    total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """Adam at `config.lr` on the probe source and the predictor (each with its own weight decay), cosine-annealed
-    to 0 over all `total_steps` (the paper's protocol)."""
-    groups = [{"params": list(model.probes.parameters()), "weight_decay": config.generator_weight_decay},
-              {"params": list(model.predictor.parameters()), "weight_decay": config.weight_decay}]
+    """Adam at `config.lr` on the probe source and the predictor (each with its own weight decay; a baseline's
+    parameters with the predictor's), cosine-annealed to 0 over all `total_steps` (the paper's protocol)."""
+    if isinstance(model, ProbingModel):
+        groups = [{"params": list(model.probes.parameters()), "weight_decay": config.generator_weight_decay},
+                  {"params": list(model.predictor.parameters()), "weight_decay": config.weight_decay}]
+    else:
+        groups = [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
     optimizer = torch.optim.Adam([g for g in groups if g["params"]], lr=config.lr)
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
 
@@ -67,12 +82,29 @@ def is_better(value: float, best: float) -> bool:
     return not math.isnan(value) and (math.isnan(best) or value > best)
 
 
+def train_models(config: RunConfig, train_split: AnyZoo) -> AnyZoo:
+    """The models a run trains on: the train split, or its first `config.max_train_models`."""
+    if config.max_train_models is None:
+        return train_split
+    return train_split.subset(range(min(config.max_train_models, len(train_split))))
+
+
 def build_model(config: RunConfig, zoo: AnyZoo, generator: torch.Generator,
-                probes: ProbeSource | None = None) -> ProbingModel:
-    """The probing model for this zoo; probe shapes are checked against the architecture here, before training."""
+                probes: ProbeSource | None = None) -> Model:
+    """The run's model for this zoo: the probing model (probe shapes are checked against the architecture here,
+    before training), or the config's baseline with its input normalisation fitted on the run's train models."""
+    d_out = zoo.task.n_classes if zoo.task.is_classification else 1
+    if config.baseline is not None:
+        if probes is not None:
+            raise ValueError(f"probes= is for probing runs; this config trains the {config.baseline.kind} baseline")
+        if isinstance(config.baseline, StatNNConfig) and config.baseline.fits_trees:
+            raise ValueError("StatNNConfig(head='gbt') fits scikit-learn trees: train() runs it, build_model cannot")
+        with torch.random.fork_rng():
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+            return config.baseline.build(train_models(config, zoo.split("train")), d_out, config.hidden,
+                                         config.n_hidden, generator)
     spec = zoo.specs[0]
     source = probes if probes is not None else config.probes.build(config.n_probes, spec.input_shape, generator)
-    d_out = zoo.task.n_classes if zoo.task.is_classification else 1
     with torch.random.fork_rng():
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
         return ProbingModel(zoo.specs, source, spec.out_dim, d_out, config.hidden, config.n_hidden)
@@ -80,21 +112,25 @@ def build_model(config: RunConfig, zoo: AnyZoo, generator: torch.Generator,
 
 def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | None = None,
           probes: ProbeSource | None = None, progress: bool = True) -> RunResult:
-    """Train one probing model on the zoo's train split, evaluating val and test after every epoch."""
+    """Train one probing model (or the config's baseline) on the zoo's train split, evaluating val and test after
+    every epoch."""
     dev = resolve_device(config.device)
     threads = ThreadGovernor.start("train", dev)  # CPU: intra-op threads fitted to the machine's load
     if dev.type == "cpu":
         tune_cpu_allocator()  # CNN zoos: the probe tiles' activations reuse heap memory (measured: 1.2-1.5x a step)
     gen = seed_everything(config.seed)
     zoo = (zoo if zoo is not None else load_zoo(config.zoo_dir)).to(dev)
-    model = build_model(config, zoo, gen, probes).to(dev)
     classification = zoo.task.is_classification
     splits = {s: zoo.split(s) for s in ("train", "val", "test")}
-    train_zoo = splits["train"]
-    if config.max_train_models is not None:
-        train_zoo = train_zoo.subset(range(min(config.max_train_models, len(train_zoo))))
+    train_zoo = train_models(config, splits["train"])
     if len(train_zoo) == 0:
         raise ValueError(f"zoo {config.zoo_dir}: the train split is empty")
+    if isinstance(config.baseline, StatNNConfig) and config.baseline.fits_trees:
+        if probes is not None:
+            raise ValueError("probes= is for probing runs; this config fits StatNN's trees")
+        return _train_trees(config, zoo, splits, train_zoo, out_dir, threads)
+    model = build_model(config, zoo, gen, probes).to(dev)
+    probing = isinstance(model, ProbingModel)
     labels = {s: z.labels.to(dev) for s, z in splits.items()}
     train_labels = train_zoo.labels.to(dev)
 
@@ -102,7 +138,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
     optimizer, schedule = make_optimizer(config, model, steps_per_epoch * config.epochs)
     # Fixed probes never change, so neither do the models' answers: compute them once and train the predictor on
     # them (as the public code does), instead of pushing the same probes through the zoo at every step.
-    fixed = config.cache_responses and not model.probes.learned
+    fixed = config.cache_responses and model.fixed_representation
     cached = {s: represent_all(model, z) for s, z in {**splits, "fit": train_zoo}.items()} if fixed else None
 
     out = Path(out_dir) if out_dir is not None else None
@@ -111,10 +147,10 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
         write_json_atomic(out / "config.json", config.to_dict())
     name = metric_name(zoo)
     history: list[dict[str, Any]] = []
-    snapshots = [model.probes().detach().cpu()]
+    snapshots = [model.probes().detach().cpu()] if probing else []
     best: dict[str, Any] = {"val": -math.inf, "epoch": -1, "state": None}
     t0, n_steps = time.perf_counter(), 0
-    bar = tqdm(range(config.epochs), desc=f"{config.probes.kind} Q={config.n_probes}", disable=not progress)
+    bar = tqdm(range(config.epochs), desc=run_label(config), disable=not progress)
     for epoch in bar:
         order = torch.randperm(len(train_zoo), generator=gen).to(dev)
         losses = []
@@ -137,7 +173,8 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
             outputs = predict(model, z)[0] if cached is None else predict_from(model, cached[s])
             record[f"{s}_{name}"] = metric(zoo, outputs, labels[s]) if len(z) else float("nan")
         history.append(record)
-        snapshots.append(model.probes().detach().cpu())
+        if probing:
+            snapshots.append(model.probes().detach().cpu())
         if best["state"] is None or is_better(record[f"val_{name}"], best["val"]):
             best = {"val": record[f"val_{name}"], "epoch": epoch, "test": record[f"test_{name}"],
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
@@ -155,12 +192,12 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
         f"best_val_{name}": best["val"],
         f"test_{name}": best["test"],  # the test metric of the best-validation checkpoint
         f"last_test_{name}": history[-1][f"test_{name}"] if history else float("nan"),
-        "flops_per_model": flops_per_model(model, zoo),
+        "flops_per_model": flops_per_model(model, zoo) if probing else baseline_flops_per_model(model, zoo),
         "train_seconds": seconds,
         "steps": n_steps,  # optimizer steps taken: ceil(train models / batch) per epoch
         "responses_cached": cached is not None,  # fixed probes: answers computed once, the predictor trained on them
         "n_train_models": len(train_zoo),
-        "probe_params": sum(p.numel() for p in model.probes.parameters()),
+        "probe_params": sum(p.numel() for p in model.probes.parameters()) if probing else 0,
         "predictor_params": sum(p.numel() for p in model.predictor.parameters()),
         "threads": threads.finish(),  # the intra-op threads used and why (see core.device.ThreadGovernor)
         "device": describe_device(dev),
@@ -170,16 +207,86 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
     return RunResult(config, model, metrics, out)
 
 
-def _write_run_folder(out: Path, model: ProbingModel, best_state: dict[str, torch.Tensor] | None,
+def run_label(config: RunConfig) -> str:
+    """What a progress bar calls the run: the probe source and Q, or the baseline and its variant."""
+    b = config.baseline
+    if b is None:
+        return f"{config.probes.kind} Q={config.n_probes}"
+    return f"{b.kind} {b.head}" if isinstance(b, StatNNConfig) else f"{b.kind}{' +aug' * b.augment}"
+
+
+def _write_run_folder(out: Path, model: Model, best_state: dict[str, torch.Tensor] | None,
                       snapshots: list[torch.Tensor], test_zoo: AnyZoo, metrics: dict[str, Any]) -> None:
     """`model` holds the best-validation state: its probes and test representations are what the run reports."""
     if best_state is not None:
         save_tensors_atomic(out / "best.safetensors", best_state)
-    save_tensors_atomic(out / "probes.safetensors", {"probes": model.probes().detach(),
-                                                     "snapshots": torch.stack(snapshots)})
+    if isinstance(model, ProbingModel):
+        save_tensors_atomic(out / "probes.safetensors", {"probes": model.probes().detach(),
+                                                         "snapshots": torch.stack(snapshots)})
     if len(test_zoo):
-        outputs, reps = predict(model, test_zoo)
-        save_tensors_atomic(out / "test_representations.safetensors",
-                      {"representations": reps, "outputs": outputs, "labels": test_zoo.labels,
-                       "model_id": torch.tensor(test_zoo.table["model_id"].to_numpy())})
+        _write_test_representations(out, *predict(model, test_zoo), test_zoo)
     write_json_atomic(out / "metrics.json", metrics)
+
+
+def _write_test_representations(out: Path, outputs: torch.Tensor, reps: torch.Tensor, test_zoo: AnyZoo) -> None:
+    save_tensors_atomic(out / "test_representations.safetensors",
+                        {"representations": reps, "outputs": outputs, "labels": test_zoo.labels,
+                         "model_id": torch.tensor(test_zoo.table["model_id"].to_numpy())})
+
+
+def _train_trees(config: RunConfig, zoo: AnyZoo, splits: dict[str, AnyZoo], train_zoo: AnyZoo,
+                 out_dir: str | Path | None, threads: ThreadGovernor) -> RunResult:
+    """StatNN's trees as a `train()` run: the same splits, seed and metrics, boosting stages for epochs (fit once,
+    evaluated after every stage, the best-validation stage count kept), the same run folder less the checkpoints."""
+    head = config.baseline
+    assert isinstance(head, StatNNConfig)
+    names = tuple(shared_param_shapes(zoo))
+    parts = {**splits, "fit": train_zoo}
+    features = {s: zoo_statistics(z, names).cpu().numpy() for s, z in parts.items()}  # [M_s, 7·T] each
+    labels = {s: z.labels for s, z in parts.items()}  # on the CPU, beside the trees' outputs
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "config.json", config.to_dict())
+    name = metric_name(zoo)
+    t0 = time.perf_counter()
+    trees = fit_trees(head, features["fit"], labels["fit"].numpy(), zoo.task.n_classes, config.seed)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"val": -math.inf, "epoch": -1, "test": math.nan}
+    staged = {s: trees.staged_outputs(features[s]) for s in splits}
+    for stage, outputs in enumerate(zip(*staged.values())):
+        record: dict[str, Any] = {"epoch": stage, "train_loss": float(trees.estimator.train_score_[stage]),
+                                  "lr": head.tree_learning_rate}
+        for s, o in zip(staged, outputs):
+            record[f"{s}_{name}"] = metric(zoo, torch.from_numpy(o), labels[s]) if len(o) else float("nan")
+        history.append(record)
+        if best["epoch"] < 0 or is_better(record[f"val_{name}"], best["val"]):
+            best = {"val": record[f"val_{name}"], "epoch": stage, "test": record[f"test_{name}"]}
+    trees.n_stages = best["epoch"] + 1  # model selection: the run's trees are its best-validation stages
+    seconds = time.perf_counter() - t0
+    with FlopCounterMode(display=False) as counter:  # the statistics: reductions and a sort, which it counts as 0
+        layer_statistics(rows_params(train_zoo, torch.zeros(1, dtype=torch.long, device=zoo_device(zoo))), names)
+    metrics = {
+        "metric": name,
+        "history": history,
+        "best_epoch": best["epoch"],
+        f"best_val_{name}": best["val"],
+        f"test_{name}": best["test"],
+        f"last_test_{name}": history[-1][f"test_{name}"],
+        "flops_per_model": counter.get_total_flops() + trees.comparisons(features["fit"][:1]),
+        "train_seconds": seconds,
+        "steps": int(trees.estimator.n_estimators_),  # boosting stages fitted
+        "responses_cached": True,  # the statistics are computed once
+        "n_train_models": len(train_zoo),
+        "probe_params": 0,
+        "predictor_params": trees.n_nodes(),  # nodes of the trees used: split (feature, threshold) or leaf value
+        "threads": threads.finish(),
+        "device": describe_device(torch.device("cpu")),  # scikit-learn's trees run on the CPU
+    }
+    if out is not None:
+        test = splits["test"]
+        if len(test):
+            _write_test_representations(out, trees.predict(features["test"]), torch.from_numpy(features["test"]),
+                                        test)
+        write_json_atomic(out / "metrics.json", metrics)
+    return RunResult(config, trees, metrics, out)

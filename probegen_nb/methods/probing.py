@@ -53,6 +53,12 @@ class ProbingModel(nn.Module):
         positions = torch.cat([b.positions for b in batches])  # [B]: the position in `index` of each row of the cat
         return torch.cat(reps)[torch.argsort(positions)]  # the inverse permutation: row j is index[j]'s model
 
+    @property
+    def fixed_representation(self) -> bool:
+        """Whether a model's representation stays the same through training (fixed probes): then `train()` computes
+        the zoo's answers once."""
+        return not self.probes.learned
+
     def forward(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.predictor(self.represent(params))
 

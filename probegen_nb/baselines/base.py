@@ -1,0 +1,111 @@
+"""What every baseline is: a module that maps a batch of models' stacked parameters (name → [B, …], as `Zoo.params`
+holds them) to a representation [B, R] and, through the probing predictor's MLP, to predictions [B, d_out].
+
+`experiment.train.train()` trains a baseline exactly as it trains a probing model (the same splits, seeds, batches,
+optimizer, schedule, model selection and run folder): it only needs `predict_rows` for a step, `represent_rows` and
+`predictor` for evaluation, and `fixed_representation` to know whether the representations can be computed once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from probegen_nb.core.arch.registry import ArchSpec
+from probegen_nb.core.zoo import AnyZoo, MixedZoo
+
+
+class Baseline(nn.Module):
+    """Subclasses set `predictor` (an `nn.Module` on [B, rep_dim]), `rep_dim` and `fixed_representation`, and
+    implement `represent`; `augment` (a training-time change of the weights that keeps each model's function) is
+    optional."""
+
+    predictor: nn.Module
+    rep_dim: int
+    fixed_representation: bool = True  # a model's representation never changes in training: train() computes it once
+
+    def represent(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """[B, rep_dim] for params [B, …] of models of the zoo's architecture."""
+        raise NotImplementedError
+
+    def augment(self, spec: ArchSpec, params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Training-time transform of params [B, …] of models of `spec` (none by default)."""
+        return dict(params)
+
+    def forward(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.predictor(self.represent(params))
+
+    def represent_rows(self, zoo: AnyZoo, index: torch.Tensor, augment: bool = False) -> torch.Tensor:
+        """[len(index), rep_dim] for the zoo's models at row positions `index`, in that order (augmented if asked),
+        one call per architecture group."""
+        parts = zoo.parts(index)
+        reps = [self.represent(self.augment(spec, params) if augment else params) for spec, params, _ in parts]
+        if len(parts) == 1 and parts[0][2] is None:
+            return reps[0]
+        if not parts:
+            return torch.zeros(0, self.rep_dim, device=self.device)
+        positions = torch.cat([p for _, _, p in parts])  # type: ignore[misc]  # [B]: where each row of the cat sits
+        return torch.cat(reps)[torch.argsort(positions)]
+
+    def predict_rows(self, zoo: AnyZoo, index: torch.Tensor) -> torch.Tensor:
+        """[len(index), d_out]: a training step's outputs (augmented while the module is in training mode)."""
+        return self.predictor(self.represent_rows(zoo, index, augment=self.training))
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter([*self.buffers(), *self.parameters()])).device
+
+
+def shared_param_shapes(zoo: AnyZoo) -> dict[str, tuple[int, ...]]:
+    """The parameter shapes every architecture of the zoo has (a baseline reads weights, not the forward: relu and
+    tanh CNNs of one shape are one input space); a clear error when the architectures' weights differ."""
+    shapes = zoo.specs[0].param_shapes()
+    for g, spec in enumerate(zoo.specs):
+        if spec.param_shapes() != shapes:
+            raise ValueError(f"architecture {g} ({type(spec).__name__}) has parameter shapes {spec.param_shapes()}, "
+                             f"architecture 0 {shapes}: the weight-space baselines need one shape for all models")
+    return shapes
+
+
+def rows_params(zoo: AnyZoo, index: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Params [len(index), …] of the zoo's models at row positions `index`, in that order (any zoo whose
+    architectures share their parameter shapes)."""
+    parts = zoo.parts(index)
+    if len(parts) == 1 and parts[0][2] is None:
+        return parts[0][1]
+    if not parts:
+        return {k: torch.zeros(0, *s, device=index.device) for k, s in shared_param_shapes(zoo).items()}
+    order = torch.argsort(torch.cat([p for _, _, p in parts]))  # type: ignore[misc]
+    return {k: torch.cat([params[k] for _, params, _ in parts])[order] for k in parts[0][1]}
+
+
+def zoo_device(zoo: AnyZoo) -> torch.device:
+    """Where the zoo's tensors are."""
+    first = zoo.groups[0] if isinstance(zoo, MixedZoo) else zoo
+    return next(iter(first.params.values())).device
+
+
+def mean_std(x: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column mean and std of x [N, F] (train models × features); a std below `floor` (a column constant across
+    the zoo) or undefined (one model) counts as 1, so standardising never divides by zero."""
+    mean, std = x.mean(dim=0), x.std(dim=0)
+    return mean, torch.where(std.isnan() | (std < floor), torch.ones_like(std), std)
+
+
+@torch.no_grad()
+def flops_per_model(model: Baseline, zoo: AnyZoo) -> int:
+    """FLOPs (torch.utils.flop_counter) of one model's representation and prediction, averaged over the zoo's
+    architectures as `methods.probing.flops_per_model` does. Reductions and sorts (StatNN's statistics) count 0
+    there: the counter counts matrix products and convolutions."""
+    groups = zoo.groups if isinstance(zoo, MixedZoo) else (zoo,)
+    total = 0.0
+    for group in groups:
+        if len(group) == 0:
+            continue
+        with FlopCounterMode(display=False) as counter:
+            model({k: v[:1] for k, v in group.params.items()})
+        total += counter.get_total_flops() * len(group) / len(zoo)
+    return round(total)
