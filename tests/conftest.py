@@ -1,5 +1,6 @@
 """Shared fixtures. `browser`: a headless Chromium for tests that look at pages the way a reader would;
-`fake_images`: small made-up image data sets that zoos fit quickly."""
+`fake_images`: small made-up image data sets that zoos fit quickly; `class_shift_zoo`: a SIREN zoo whose label
+any weight-space method can decode."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
+from probegen_nb.core.arch.siren import SirenSpec
 from probegen_nb.core.data import ImageDataset
+from probegen_nb.core.zoo import Task, Zoo
 from probegen_nb.viz.browser import chromium_path, launch
+from probegen_nb.zoos.inr import init_siren_params
 
 
 def _unavailable(reason: str) -> None:
@@ -76,3 +82,18 @@ def stripes(n_train: int, n_test: int) -> ImageDataset:
 def fake_images() -> SimpleNamespace:
     """`fake_images.blobs(n_train, n_test)`, `fake_images.stripes(n_train, n_test)`."""
     return SimpleNamespace(blobs=blobs, stripes=stripes)
+
+
+@pytest.fixture(scope="session")
+def class_shift_zoo() -> Zoo:
+    """120 SIRENs whose class shifts the whole output layer (weights and bias): decodable from the weights, by
+    statistics and unchanged by hidden-unit permutations (80 train, 20 val, 20 test, 3 classes)."""
+    m = 120
+    params = init_siren_params(SirenSpec(), m, torch.Generator().manual_seed(0))
+    labels = np.arange(m) % 3
+    shift = torch.tensor(labels - 1.0, dtype=torch.float32)
+    params["seq.2.weight"] = params["seq.2.weight"] + 0.5 * shift[:, None, None]
+    params["seq.2.bias"] = params["seq.2.bias"] + 0.5 * shift[:, None]
+    table = pd.DataFrame({"model_id": range(m), "split": ["train"] * 80 + ["val"] * 20 + ["test"] * 20,
+                          "label": labels})
+    return Zoo(SirenSpec(), params, table, Task("label", 3))

@@ -27,7 +27,6 @@ from probegen_nb.experiment.runs import find_runs, is_run_folder, load_run
 from probegen_nb.experiment.sweep import Sweep, grid, run_id, run_sweep
 from probegen_nb.experiment.train import build_model, train
 from probegen_nb.probes.coords import VanillaConfig
-from probegen_nb.zoos.inr import init_siren_params
 
 ZOOS = Path(__file__).resolve().parents[1] / "data" / "zoos"
 WILD = CNNSpec(1, (8, 8, 8), 3, 1, 1, ("relu", "tanh", "gelu"), (-1, -1, 0), image_size=8)  # a residual link 0 → 2
@@ -36,18 +35,8 @@ BASELINES = {"statnn_gbt": StatNNConfig(), "statnn_mlp": StatNNConfig(head="mlp"
 
 
 @pytest.fixture(scope="module")
-def zoo() -> Zoo:
-    """120 SIRENs whose class shifts the whole output layer (weights and bias): decodable from the weights, by
-    statistics and unchanged by hidden-unit permutations."""
-    m = 120
-    params = init_siren_params(SirenSpec(), m, torch.Generator().manual_seed(0))
-    labels = np.arange(m) % 3
-    shift = torch.tensor(labels - 1.0, dtype=torch.float32)
-    params["seq.2.weight"] = params["seq.2.weight"] + 0.5 * shift[:, None, None]
-    params["seq.2.bias"] = params["seq.2.bias"] + 0.5 * shift[:, None]
-    table = pd.DataFrame({"model_id": range(m), "split": ["train"] * 80 + ["val"] * 20 + ["test"] * 20,
-                          "label": labels})
-    return Zoo(SirenSpec(), params, table, Task("label", 3))
+def zoo(class_shift_zoo) -> Zoo:
+    return class_shift_zoo
 
 
 def cnn_zoo(m: int = 120) -> MixedZoo:

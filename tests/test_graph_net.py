@@ -19,7 +19,6 @@ from probegen_nb.core.arch.symmetry import permute_hidden, random_hidden_permuta
 from probegen_nb.core.zoo import Task, Zoo
 from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.train import train
-from probegen_nb.zoos.inr import init_siren_params
 
 pytest.importorskip("torch_geometric", reason="torch-geometric is a dependency (pyproject.toml)")
 
@@ -99,16 +98,8 @@ def test_graph_net_config_round_trips_and_refuses_bad_values() -> None:
         GraphNetConfig(n_layers=0)
 
 
-def test_graph_net_learns_a_decodable_label_through_train() -> None:
-    m = 120  # SIRENs whose class shifts the whole output layer (as in test_baselines)
-    params = init_siren_params(SirenSpec(), m, torch.Generator().manual_seed(0))
-    labels = np.arange(m) % 3
-    shift = torch.tensor(labels - 1.0, dtype=torch.float32)
-    params["seq.2.weight"] = params["seq.2.weight"] + 0.5 * shift[:, None, None]
-    params["seq.2.bias"] = params["seq.2.bias"] + 0.5 * shift[:, None]
-    table = pd.DataFrame({"model_id": range(m), "split": ["train"] * 80 + ["val"] * 20 + ["test"] * 20,
-                          "label": labels})
-    zoo = Zoo(SirenSpec(), params, table, Task("label", 3))
+def test_graph_net_learns_a_decodable_label_through_train(class_shift_zoo) -> None:
+    zoo = class_shift_zoo  # SIRENs whose class shifts the whole output layer
     run = train(small(baseline=GraphNetConfig(), epochs=10, lr=3e-3, batch_size=16), zoo, progress=False)
     assert isinstance(run.model, GraphNet) and run.metrics["flops_per_model"] > 0
     assert run.metrics["best_val_accuracy"] >= 0.75 and run.metrics["test_accuracy"] >= 0.7, run.metrics  # chance 1/3

@@ -19,7 +19,6 @@ from probegen_nb.core.arch.symmetry import permute_hidden, random_hidden_permuta
 from probegen_nb.core.zoo import Task, Zoo
 from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.train import train
-from probegen_nb.zoos.inr import init_siren_params
 
 pytest.importorskip("nfn", reason="nfn is installed by `make setup` (pip install --no-deps nfn==0.1.2)")
 
@@ -39,17 +38,8 @@ def small(**kw) -> RunConfig:
 
 
 @pytest.fixture(scope="module")
-def zoo() -> Zoo:
-    """120 SIRENs whose class shifts the whole output layer (as in test_baselines): decodable, permutation-free."""
-    m = 120
-    params = init_siren_params(SirenSpec(), m, torch.Generator().manual_seed(0))
-    labels = np.arange(m) % 3
-    shift = torch.tensor(labels - 1.0, dtype=torch.float32)
-    params["seq.2.weight"] = params["seq.2.weight"] + 0.5 * shift[:, None, None]
-    params["seq.2.bias"] = params["seq.2.bias"] + 0.5 * shift[:, None]
-    table = pd.DataFrame({"model_id": range(m), "split": ["train"] * 80 + ["val"] * 20 + ["test"] * 20,
-                          "label": labels})
-    return Zoo(SirenSpec(), params, table, Task("label", 3))
+def zoo(class_shift_zoo) -> Zoo:
+    return class_shift_zoo
 
 
 class FlattenAll(nn.Module):
