@@ -136,6 +136,13 @@ def test_cnn_probe_tiles_equal_per_model_values_and_gradients(spec: CNNSpec, mon
     assert probe_tile(spec, 3, 5, torch.device("cuda")) == 5  # one launch for everything on a GPU
 
 
+def test_a_small_cnn_zoo_is_tiled_by_default_on_the_cpu() -> None:
+    """The default budget (4 MiB) splits 32 Small CNNs' 128 probes (16×16×16 activations, 512 KiB a probe) into
+    tiles of 8, the size measured fastest here (benchmarks/bench_probe_training.py)."""
+    assert probe_tile(CNNSpec.small_cnn_zoo(), 32, 128, torch.device("cpu")) == 8
+    assert probe_tile(CNNSpec.small_cnn_zoo(), 256, 128, torch.device("cpu")) == 1
+
+
 def check_tiles(spec: CNNSpec, params: dict[str, torch.Tensor], x: torch.Tensor, monkeypatch) -> None:
     leaves = [x, *params.values()]
     module = spec.build_module()  # the reference module, called on each model's weights (differentiable)

@@ -196,3 +196,10 @@ def test_long_builds_compile_and_short_ones_stay_eager(digits: ImageDataset, tmp
     monkeypatch.setattr(inr, "COMPILE_MIN_INR_STEPS", 20)  # this plan is now a "long" build
     zoo = inr.build_inr_zoo(plan, digits, tmp_path / "long", recipe=recipe, chunk_size=10)
     assert calls == [False, True] and zoo.info["compiled_fitting"] is True
+
+
+def test_the_embedded_zoo_build_compiles_and_small_builds_do_not() -> None:
+    cpu = torch.device("cpu")
+    assert inr.compiles_by_default(5_500, PUBLIC_RECIPE, cpu)  # `make zoos`: 5.5M INR-steps, about 13 min eager
+    assert not inr.compiles_by_default(1_000, PUBLIC_RECIPE, cpu)  # 1M INR-steps: a 15 s compile would be > 5 %
+    assert not inr.compiles_by_default(100_000, PUBLIC_RECIPE, torch.device("cuda"))  # GPUs: unmeasured, eager

@@ -86,3 +86,14 @@ def test_format_comparison() -> None:
     text = format_comparison(table)
     assert text.loc["ref", "mean ± std"] == "0.912 ± 0.003"
     assert text.loc["x", "diff [95% CI]"] == "+0.010 [+0.010, +0.010]"
+
+
+def test_the_interval_is_95_percent() -> None:
+    """Paired differences 0, 0, 1: resampled means are k/3 with P(k ≤ 2) = 26/27 ≈ 0.963, so the 97.5th
+    percentile (a 95 % interval) is 1 while the 95th (a 90 % interval) would be 2/3."""
+    results = pd.DataFrame({"variant": ["ref"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2,
+                            "m": [0.5, 0.5, 0.5, 0.5, 0.5, 1.5]})
+    table = compare_variants(results, "m", "ref")
+    assert table.loc["b", "diff"] == pytest.approx(1 / 3)
+    assert table.loc["b", "diff_high"] == pytest.approx(1.0)
+    assert table.loc["b", "diff_low"] == pytest.approx(0.0)

@@ -75,6 +75,11 @@ def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator) -
 COMPILE_MIN_INR_STEPS = 2_000_000
 
 
+def compiles_by_default(n_inrs: int, recipe: SirenRecipe, device: torch.device) -> bool:
+    """Whether a build of `n_inrs` INRs fits through torch.compile unless told: long builds on a CPU."""
+    return device.type == "cpu" and n_inrs * recipe.steps >= COMPILE_MIN_INR_STEPS
+
+
 def loss_and_grads(spec: SirenSpec, names: list[str], params: list[torch.Tensor], coords: torch.Tensor,
                    target: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """Per-model MSE [B] and the gradients of their sum (each model's gradient is its own loss's)."""
@@ -268,7 +273,7 @@ def build_inr_zoo(plan: pd.DataFrame, dataset: ImageDataset, out_dir: str | Path
 
     n_chunks = math.ceil(len(plan) / chunk_size)
     if compile is None:
-        compile = dev.type == "cpu" and len(plan) * recipe.steps >= COMPILE_MIN_INR_STEPS
+        compile = compiles_by_default(len(plan), recipe, dev)
     t0 = time.perf_counter()
     rows = [plan.iloc[c * chunk_size:(c + 1) * chunk_size] for c in range(n_chunks)]
     todo = [c for c in range(n_chunks) if not job.done(c)]
