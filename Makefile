@@ -15,7 +15,7 @@ ifneq ($(wildcard $(SHARED)/README.md),)
 export PROBEGEN_SHARED ?= $(SHARED)
 endif
 
-.PHONY: setup system-packages test demo lab zoos bench seeds ablations clean
+.PHONY: setup system-packages test demo lab zoos zoo-fmnist bench seeds ablations baselines clean
 
 setup: $(VENV)/.setup-done system-packages
 
@@ -58,6 +58,15 @@ zoos: setup
 	$(PY) -m probegen_nb.cli build-cnn-zoo --dataset cifar10-gs --out data/zoos/cifar10-gs-cnn-small \
 	  --n-runs 320 --chunk-size 32 --seed 0 --overwrite
 
+# A Fashion-MNIST INR zoo like the embedded MNIST one: 4,000 / 500 / 1,000 INRs, class-balanced, with the public FMNIST
+# zoo's image-to-split assignment (../shared/data/splits), into data/zoos/fmnist-inr-small (git-ignored), on WORKERS
+# single-threaded Dask workers. Resumable: rerun to continue.
+FMNIST_SPLITS ?= $(SHARED)/data/splits/fmnist_inr_splits.json
+zoo-fmnist: setup
+	$(PY) -m probegen_nb.cli build-inr-zoo --dataset fmnist --splits-json $(FMNIST_SPLITS) \
+	  --max-per-split 4000 500 1000 --out data/zoos/fmnist-inr-small --chunk-size 64 --seed 0 \
+	  --engine dask --workers $(WORKERS)
+
 # Every CPU benchmark (about 15 min on 2 cores; run it alone on the machine). On a GPU: bash benchmarks/gpu_check.sh
 bench: setup
 	$(PY) benchmarks/bench_inr_fitting.py
@@ -76,6 +85,11 @@ seeds: setup
 # an hour on a 2-core CPU. Resumable: rerun to continue. On a cluster: --set address=tcp://scheduler:8786
 ablations: setup
 	$(PY) -m probegen_nb.cli notebook 05_ablations --out runs/ablations --set engine=dask --set workers=$(WORKERS)
+
+# Notebook 06 in full (ProbeGen, its controls and every weight-space baseline on both embedded zoos, 3 seeds) on a
+# Dask LocalCluster of WORKERS single-threaded processes; about 45 min on a 2-core CPU. Resumable: rerun to continue.
+baselines: setup
+	$(PY) -m probegen_nb.cli notebook 06_baselines --out runs/baselines --set engine=dask --set workers=$(WORKERS)
 
 clean:
 	rm -rf runs data/cache

@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--n-test", type=int, default=1000, help="INRs of official test images in the test split")
     b.add_argument("--splits-json", type=Path, help="public zoo split file (e.g. fmnist_inr_splits.json); overrides "
                                                     "--n-*: every listed image, unless --max-per-split")
-    b.add_argument("--max-per-split", type=int, help="with --splits-json: subsample each split to at most this")
+    b.add_argument("--max-per-split", type=int, nargs="+", metavar="N",
+                   help="with --splits-json: subsample each split to at most N INRs, class-balanced (one N for "
+                        "every split, or three: train val test)")
     b.add_argument("--recipe", choices=["public", "high-quality"], default="public")
     b.add_argument("--chunk-size", type=int, default=64, help="INRs fitted at once (64 suits a CPU, 4096+ a GPU)")
     b.add_argument("--seed", type=int, default=0)
@@ -44,9 +46,19 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--dataset", choices=DATASETS, default="cifar10-gs", help="cifar10-gs, or mnist/fmnist padded")
     c.add_argument("--out", type=Path, required=True, help="zoo folder to write")
     c.add_argument("--n-runs", type=int, default=320, help="CNNs trained (each keeps one row per checkpoint)")
-    c.add_argument("--steps", type=int, default=CNNZooRecipe.steps, help="optimizer steps per CNN")
-    c.add_argument("--checkpoints", type=int, nargs="+", default=list(CNNZooRecipe.checkpoints))
-    c.add_argument("--n-eval", type=int, default=CNNZooRecipe.n_eval, help="images used for accuracy labels")
+    c.add_argument("--epochs", type=float, default=CNNZooRecipe.epochs,
+                   help="passes over each CNN's own train subset (its step count: epochs · fraction · N / batch)")
+    c.add_argument("--batch-size", type=int, default=CNNZooRecipe.batch_size, help="images per CNN per step")
+    c.add_argument("--padding", choices=["valid", "1"], default="valid" if CNNZooRecipe.padding == 0 else "1",
+                   help="valid: the public Keras zoo's (32→15→7→3); 1: the public PyTorch rebuilds' (32→16→8→4)")
+    c.add_argument("--checkpoint-epochs", type=float, nargs="+", default=list(CNNZooRecipe.checkpoint_epochs),
+                   help="extra rows per CNN at these epochs, besides the final checkpoint")
+    c.add_argument("--steps", type=int, default=CNNZooRecipe.steps,
+                   help="a fixed step count per CNN instead of --epochs (smoke runs)")
+    c.add_argument("--checkpoints", type=int, nargs="+", default=list(CNNZooRecipe.checkpoints),
+                   help="with --steps: extra rows at these steps")
+    c.add_argument("--n-eval", type=int, default=CNNZooRecipe.n_eval,
+                   help="accuracy labels on a sample of this many images (default: the whole test set and subset)")
     c.add_argument("--chunk-size", type=int, default=32, help="CNNs trained at once")
     c.add_argument("--wild-park-archs", type=int, default=0,
                    help="N > 0: a CNN Wild Park-style zoo over N random architectures (use --dataset cifar10)")
@@ -111,7 +123,10 @@ def main(argv: list[str] | None = None) -> None:
         seeds_command(args)
         return
     if args.command == "build-cnn-zoo":
-        recipe = CNNZooRecipe(steps=args.steps, checkpoints=tuple(args.checkpoints), n_eval=args.n_eval)
+        recipe = CNNZooRecipe(epochs=args.epochs, batch_size=args.batch_size,
+                              checkpoint_epochs=tuple(args.checkpoint_epochs),
+                              padding=0 if args.padding == "valid" else 1, n_eval=args.n_eval, steps=args.steps,
+                              checkpoints=tuple(args.checkpoints))
         archs = None
         if args.wild_park_archs:
             in_channels = images_to_inputs(load_dataset(args.dataset).train_images[:1]).shape[1]
@@ -127,7 +142,10 @@ def main(argv: list[str] | None = None) -> None:
 
     dataset = load_dataset(args.dataset)
     if args.splits_json:
-        cap = {s: args.max_per_split for s in ("train", "val", "test")} if args.max_per_split else None
+        caps = args.max_per_split or []
+        if len(caps) not in (0, 1, 3):
+            raise SystemExit(f"--max-per-split takes one count or three (train val test), got {caps}")
+        cap = dict(zip(("train", "val", "test"), caps * 3 if len(caps) == 1 else caps)) if caps else None
         plan = plan_from_splits_json(args.splits_json, cap, seed=args.seed)
     else:
         plan = plan_inr_zoo(dataset, args.n_train, args.n_val, args.n_test, seed=args.seed)

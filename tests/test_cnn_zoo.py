@@ -1,9 +1,13 @@
 """Batched CNN zoo training: per-model optimizers equal torch.optim's, initialisers and dropout do what they say,
-a tiny zoo learns, splits by run, and a killed build resumes."""
+a tiny zoo learns, splits by run, and a killed build resumes; the public recipe's defaults (batch 512, "valid"
+padding, epochs over each run's subset, one final row, labels on the whole test set) and path-free provenance."""
 
+import hashlib
+import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -85,7 +89,7 @@ def stripes(fake_images) -> ImageDataset:
 
 
 def test_tiny_zoo_learns_splits_by_run_and_resumes(stripes, tmp_path, monkeypatch) -> None:
-    recipe = CNNZooRecipe(steps=60, checkpoints=(1, 60), n_eval=200)
+    recipe = CNNZooRecipe(steps=60, checkpoints=(1,), batch_size=32, n_eval=200)
     real, calls, crash = cz.train_cnns, [], [True]
 
     def crashing(*a, **k):
@@ -99,7 +103,8 @@ def test_tiny_zoo_learns_splits_by_run_and_resumes(stripes, tmp_path, monkeypatc
         cz.build_cnn_zoo(stripes, tmp_path / "z", n_runs=10, recipe=recipe, chunk_size=4, device="cpu")
     calls.clear()
     zoo = cz.build_cnn_zoo(stripes, tmp_path / "z", n_runs=10, recipe=recipe, chunk_size=4, device="cpu")
-    n_chunks = sum(math.ceil(n / 4) for n in sample_hparams(10, 0)["activation"].value_counts())
+    groups = sample_hparams(10, 0).groupby(["activation", "train_fraction"]).size()  # a chunk per arch and fraction
+    n_chunks = sum(math.ceil(n / 4) for n in groups)
     assert len(calls) == n_chunks - 1  # the chunk finished before the crash is not trained again
     assert isinstance(zoo, MixedZoo) and isinstance(load_zoo(tmp_path / "z"), MixedZoo)
     t = zoo.table
@@ -110,6 +115,100 @@ def test_tiny_zoo_learns_splits_by_run_and_resumes(stripes, tmp_path, monkeypatc
     final, first = t[t.step == 60], t[t.step == 1]
     assert final["test_acc"].max() >= 0.5 > first["test_acc"].median()  # chance is 0.1
     assert {g.spec.activation[0] for g in zoo.groups} == set(t["activation"])
+
+
+def test_recipe_defaults_follow_the_public_small_cnn_zoo() -> None:
+    """train_network.py: batch 512, Keras "valid" convolutions (32 → 15 → 7 → 3), one final checkpoint, labels on
+    every test image; here 8 epochs (the public zoo trains 86)."""
+    r = CNNZooRecipe()
+    assert (r.batch_size, r.epochs, r.padding, r.checkpoint_epochs, r.n_eval, r.steps) == (512, 8.0, 0, (), None, None)
+    assert CNNSpec.small_cnn_zoo(1, "relu", r.padding).feature_sizes() == [15, 7, 3]
+    assert CNNSpec.small_cnn_zoo(1, "relu", 1).feature_sizes() == [16, 8, 4]
+    assert CNNSpec.small_cnn_zoo(1, "relu", r.padding).n_params() == 4970  # padding changes no parameter count
+    # a quarter of CIFAR-10's 50,000 train images for 8 epochs: 12,500 · 8 / 512 = 195.3 → 195 steps, one checkpoint
+    assert r.schedule(12_500) == {195: 8.0}
+    assert CNNZooRecipe(epochs=4).schedule(50_000) == {391: 4.0}  # 390.6 → 391
+    with pytest.raises(ValueError, match="checkpoint_epochs"):
+        CNNZooRecipe(epochs=2, checkpoint_epochs=(3.0,))
+    with pytest.raises(ValueError, match="need `steps`"):
+        CNNZooRecipe(checkpoints=(5,))
+
+
+@pytest.fixture(scope="module")
+def small(fake_images) -> ImageDataset:
+    """400 train images (subsets of 40, 100, 200, 400) and 130 test images: sizes no sample would have."""
+    return fake_images.stripes(400, 130)
+
+
+@pytest.fixture(scope="module")
+def epoch_zoo(small, tmp_path_factory) -> tuple[MixedZoo, CNNZooRecipe, Path]:
+    recipe = CNNZooRecipe(epochs=2.0, batch_size=50, checkpoint_epochs=(0.5,))
+    out = tmp_path_factory.mktemp("epochs") / "zoo"
+    return cz.build_cnn_zoo(small, out, n_runs=8, recipe=recipe, chunk_size=3, device="cpu"), recipe, out
+
+
+def test_step_count_is_epochs_times_the_runs_subset_over_the_batch(epoch_zoo) -> None:
+    zoo, recipe, _ = epoch_zoo
+    t = zoo.table
+    assert len(t) == 2 * 8 and set(t["epoch"]) == {0.5, 2.0}  # the final row and one at checkpoint_epochs
+    assert set(t["train_fraction"]) == {0.1, 0.25, 0.5, 1.0}
+    n_subset = np.round(t["train_fraction"] * 400)
+    expected = np.maximum(1, np.round(t["epoch"] * n_subset / recipe.batch_size))  # e.g. 2 · 200 / 50 = 8 steps
+    np.testing.assert_array_equal(t["step"], expected)
+    assert t[t.train_fraction == 1.0]["step"].max() == 16 and t[t.train_fraction == 0.1]["step"].max() == 2
+    assert t.groupby("run").size().eq(2).all()
+
+
+def test_default_zoo_is_valid_padding_and_labelled_on_the_whole_test_set(epoch_zoo, small) -> None:
+    zoo, _, _ = epoch_zoo
+    assert all(g.spec.padding == (0, 0, 0) for g in zoo.groups)
+    x, y = images_to_inputs(small.test_images), torch.as_tensor(small.test_labels)
+    for g in zoo.groups:
+        acc = (cnn_forward(g.spec, g.params, x).argmax(-1) == y).float().mean(1)  # [M] on all 130 test images
+        np.testing.assert_allclose(acc.numpy(), g.table["test_acc"].to_numpy(), atol=1e-6)
+    t = zoo.table
+    own = np.round(t["train_fraction"] * 400)  # train accuracy on the run's whole subset: a multiple of 1/n
+    np.testing.assert_allclose(t["train_acc"] * own, np.round(t["train_acc"] * own), atol=1e-4)
+    np.testing.assert_allclose(t["gap"], t["train_acc"] - t["test_acc"])
+
+
+def test_zoo_json_names_its_data_without_machine_paths(epoch_zoo, small) -> None:
+    _, recipe, out = epoch_zoo
+    text = (out / "zoo.json").read_text()
+    meta = json.loads(text)
+
+    def strings(v):  # every string value in the json
+        if isinstance(v, dict):
+            return [s for x in v.values() for s in strings(x)]
+        if isinstance(v, list):
+            return [s for x in v for s in strings(x)]
+        return [v] if isinstance(v, str) else []
+
+    assert "/work" not in text and not [s for s in strings(meta) if s.startswith("/") or "/home" in s]
+    data = meta["build"]["data"]
+    assert data["name"] == "stripes" and data["n_train"] == 400 and data["n_test"] == 130
+    h = hashlib.sha256()
+    for a in (small.train_images, small.train_labels, small.test_images, small.test_labels):
+        h.update(f"{a.dtype.str}{a.shape};".encode() + np.ascontiguousarray(a).tobytes())
+    assert data["sha256"] == h.hexdigest()
+    assert meta["build"]["recipe"]["padding"] == 0 and meta["build"]["recipe"]["batch_size"] == recipe.batch_size
+    assert all(a["padding"] == [0, 0, 0] for a in meta["archs"])
+
+
+def test_chunks_share_a_train_fraction_and_padding_1_is_an_option(small, tmp_path, monkeypatch) -> None:
+    seen, real = [], cz.train_cnns
+    monkeypatch.setattr(cz, "train_cnns", lambda spec, hp, *a, **k: seen.append((spec, hp)) or real(spec, hp, *a, **k))
+    zoo = cz.build_cnn_zoo(small, tmp_path / "p1", n_runs=8, recipe=CNNZooRecipe(epochs=1.0, batch_size=64, padding=1),
+                           chunk_size=8, device="cpu")
+    assert all(hp["train_fraction"].nunique() == 1 for _, hp in seen) and len(seen) >= 4  # 4 fractions, 2 activations
+    assert all(spec.padding == (1, 1, 1) for spec, _ in seen) and all(g.spec.padding == (1, 1, 1) for g in zoo.groups)
+    assert len(zoo) == 8 and zoo.table["epoch"].eq(1.0).all()  # final checkpoint only
+    mixed = sample_hparams(8, 0).assign(train_fraction=[0.1, 1.0] * 4)
+    x = images_to_inputs(small.train_images)
+    with pytest.raises(ValueError, match="share checkpoint steps"):
+        real(CNNSpec.small_cnn_zoo(1, "relu", 0), mixed, x, torch.as_tensor(small.train_labels), x[:10],
+             torch.as_tensor(small.train_labels[:10]), CNNZooRecipe(epochs=1.0, batch_size=64),
+             torch.Generator().manual_seed(0), torch.device("cpu"))
 
 
 def test_hparams_cover_the_recipe() -> None:
@@ -145,10 +244,32 @@ def test_wild_park_specs_are_distinct_and_valid() -> None:
 
 def test_heterogeneous_zoo_one_group_per_architecture(stripes, tmp_path) -> None:
     archs = cz.sample_wild_park_specs(3, seed=0, in_channels=1, channels=(4, 8), kernels=(3,), residual_prob=1.0)
-    zoo = cz.build_cnn_zoo(stripes, tmp_path / "wild", n_runs=9, recipe=CNNZooRecipe(steps=5, checkpoints=(5,),
+    zoo = cz.build_cnn_zoo(stripes, tmp_path / "wild", n_runs=9, recipe=CNNZooRecipe(steps=5, batch_size=32,
                            n_eval=50), chunk_size=4, device="cpu", architectures=archs)
     assert set(zoo.specs) <= set(archs) and len(zoo) == 9
     back = load_zoo(tmp_path / "wild")
     assert back.specs == zoo.specs and any(r >= 0 for s in back.specs for r in s.residual)
     with pytest.raises(ValueError, match="does not fit"):
         cz.build_cnn_zoo(stripes, tmp_path / "bad", n_runs=2, architectures=[CNNSpec.small_cnn_zoo(3)], device="cpu")
+
+
+def test_epoch_streams_cover_each_models_subset_once_per_epoch() -> None:
+    """Every model sees each image of its own subset exactly once per epoch, whatever the batch size (here one that
+    does not divide the subsets, and one larger than a subset), and never an image outside it."""
+    from probegen_nb.zoos.cnn import EpochStreams
+
+    sizes = torch.tensor([10, 7, 3])
+    subsets = torch.tensor([list(range(100, 110)), [*range(200, 207), -1, -1, -1], [300, 301, 302, *[-1] * 7]])
+    for b in (4, 11):
+        streams = EpochStreams(subsets, sizes, torch.Generator().manual_seed(0))
+        seen = torch.cat([streams.next(b) for _ in range(70 // b + 1)], dim=1)  # [3, ≥ 70]: 7, 10 and 23 epochs
+        for m, n in enumerate(sizes.tolist()):
+            own = subsets[m, :n]
+            for e in range(70 // n):
+                epoch = seen[m, e * n:(e + 1) * n]
+                assert sorted(epoch.tolist()) == sorted(own.tolist()), f"model {m}, epoch {e}, batch {b}"
+        assert not (seen == -1).any()
+    # a negative control: the epochs are shuffled afresh, not one order repeated
+    streams = EpochStreams(subsets, sizes, torch.Generator().manual_seed(0))
+    first, second = streams.next(10)[0], streams.next(10)[0]
+    assert first.tolist() != second.tolist()

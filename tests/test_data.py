@@ -19,9 +19,11 @@ from probegen_nb.core.data import (
     DataUnavailableError,
     ImageDataset,
     _NumpyOnlyUnpickler,
+    images_to_inputs,
     load_dataset,
     read_cifar10_jpeg_npz,
     read_idx,
+    source_kind,
     to_grayscale,
 )
 
@@ -165,7 +167,7 @@ def test_fmnist_unavailable_mentions_env_folder(no_sources: Path, tmp_path: Path
         load_dataset("fmnist")
 
 
-@pytest.mark.parametrize("name", ["cifar10", "cifar10-gs"])
+@pytest.mark.parametrize("name", ["cifar10", "cifar10-gs", "cifar10-gs-luma"])
 def test_cifar10_unavailable_lists_options(no_sources: Path, name: str) -> None:
     with pytest.raises(DataUnavailableError) as e:
         load_dataset(name)  # type: ignore[arg-type]
@@ -188,16 +190,76 @@ def test_unknown_dataset() -> None:
 # ---------------------------------------------------------------- grayscale
 
 
-def test_to_grayscale_itu_r_601() -> None:
+def test_to_grayscale_itu_r_601_luma() -> None:
     pixels = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 255]]], dtype=np.uint8)  # 2×2 RGB
     ds = ImageDataset("cifar10", pixels[None], np.array([3]), pixels[None, ::-1], np.array([4]), CIFAR10_CLASSES,
                       "test")
-    gs = to_grayscale(ds)
-    assert gs.name == "cifar10-gs" and gs.train_images.dtype == np.uint8 and gs.train_images.shape == (1, 2, 2)
+    gs = to_grayscale(ds, "luma")
+    assert gs.name == "cifar10-gs-luma" and gs.train_images.dtype == np.uint8 and gs.train_images.shape == (1, 2, 2)
     # round(0.2989·255) = 76, round(0.5870·255) = 150, round(0.1140·255) = 29, and 0.9999·255 → 255
     np.testing.assert_array_equal(gs.train_images[0], [[76, 150], [29, 255]])
     np.testing.assert_array_equal(gs.test_images[0], [[29, 255], [76, 150]])
     assert gs.train_labels.tolist() == [3] and "601" in gs.source
+
+
+def test_to_grayscale_is_the_channel_mean_by_default_and_not_rounded() -> None:
+    """The public code: scale to [-1, 1], then average the channels. (1, 0, 0) → 1/3 of a grey level: luma or any
+    uint8 rounding would give 0."""
+    pixels = np.array([[[1, 0, 0], [0, 2, 0]], [[255, 0, 0], [10, 20, 31]]], dtype=np.uint8)
+    ds = ImageDataset("cifar10", pixels[None], np.array([3]), pixels[None, ::-1], np.array([4]), CIFAR10_CLASSES,
+                      "test")
+    gs = to_grayscale(ds)
+    assert gs.name == "cifar10-gs" and gs.train_images.shape == (1, 2, 2) and "channel mean" in gs.source
+    expected = (pixels.astype(np.float64) / 127.5 - 1).mean(-1)  # [2, 2] in [-1, 1]
+    np.testing.assert_allclose(images_to_inputs(gs.train_images)[0, 0].numpy(), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(gs.train_images[0], [[1 / 3, 2 / 3], [85, 61 / 3]], rtol=1e-6)
+    with pytest.raises(ValueError, match="bogus"):
+        to_grayscale(ds, "bogus")  # type: ignore[arg-type]
+
+
+def test_cifar10_gs_of_real_cifar_images_is_the_channel_mean(no_sources: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few real CIFAR-10 images (the first ones of each split of the shared JPEG npz), turned to grey with numpy
+    alone, against load_dataset("cifar10-gs") and "cifar10-gs-luma"."""
+    from PIL import Image
+
+    path = Path(os.environ.get("PROBEGEN_CIFAR10_NPZ") or SHARED_CIFAR)
+    if not path.is_file():
+        pytest.skip(f"CIFAR-10 JPEG npz not present at {path}")
+    few, rgb = {}, {}
+    with np.load(path, allow_pickle=False) as z:
+        for split, n in (("train", 5), ("test", 3)):
+            off = z[f"{split}_offsets"][: n + 1]
+            few[f"{split}_jpeg"], few[f"{split}_offsets"] = z[f"{split}_jpeg"][: off[-1]], off
+            few[f"{split}_labels"] = z[f"{split}_labels"][:n]
+            rgb[split] = np.stack([np.asarray(Image.open(io.BytesIO(few[f"{split}_jpeg"][a:b].tobytes())))
+                                   for a, b in zip(off[:-1], off[1:])])  # [n, 32, 32, 3] uint8
+    np.savez(tmp_path / "few.npz", **few)
+    monkeypatch.setenv("PROBEGEN_CIFAR10_NPZ", str(tmp_path / "few.npz"))
+    gs, luma = load_dataset("cifar10-gs"), load_dataset("cifar10-gs-luma")
+    for split in ("train", "test"):
+        expected = (rgb[split] / 127.5 - 1).mean(-1)  # [n, 32, 32]
+        got = images_to_inputs(gs.images(split))[:, 0].numpy()
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+        y = np.clip(np.rint(rgb[split].astype(np.float32) @ np.float32([0.2989, 0.5870, 0.1140])), 0, 255)
+        np.testing.assert_array_equal(luma.images(split), y.astype(np.uint8))
+    assert np.abs(images_to_inputs(luma.test_images)[:, 0].numpy() - expected).max() > 1 / 127.5  # they differ
+
+
+def test_provenance_has_no_path_and_hashes_the_content() -> None:
+    images = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4)
+    ds = ImageDataset("cifar10", images, np.array([0, 1]), images[:1], np.array([1]), CIFAR10_CLASSES,
+                      "JPEG npz /work/somewhere/cifar10_jpeg.npz")
+    p = ds.provenance()
+    assert p["source_kind"] == "cifar10-jpeg-npz" and p["name"] == "cifar10" and "/" not in str(p)
+    changed = images.copy()
+    changed[1, 3, 3] += 1
+    other = ImageDataset("cifar10", changed, np.array([0, 1]), images[:1], np.array([1]), CIFAR10_CLASSES, "x")
+    assert other.content_hash() != ds.content_hash()
+    as_float = ImageDataset("cifar10", images.astype(np.float32), np.array([0, 1]), images[:1], np.array([1]),
+                            CIFAR10_CLASSES, "x")
+    assert as_float.content_hash() != ds.content_hash()  # same values, another dtype
+    assert source_kind("binary archive /a/b.tar.gz") == "cifar10-binary" and source_kind("test fixture") == "other"
 
 
 # ---------------------------------------------------------------- CIFAR-10 JPEG npz
@@ -248,17 +310,21 @@ def test_read_cifar10_jpeg_npz(tmp_path: Path) -> None:
     assert np.abs(ds.train_images[0].astype(int) - images["train"][1].astype(int)).mean() > 10
 
 
-def test_cifar10_via_env_is_cached_with_grayscale(no_sources: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cifar10_via_env_is_cached_and_grayscale_derived(no_sources: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """RGB is cached; both grays are derived from it on each load, so a stale `cifar10-gs.npz` (luma, as written by
+    earlier versions) in the cache is never read back as the channel mean."""
     images = {"train": smooth_images(3, seed=2), "test": smooth_images(2, seed=3)}
     write_jpeg_npz(tmp_path / "tiny.npz", images, {"train": np.array([2, 5, 7]), "test": np.array([0, 4])})
     monkeypatch.setenv("PROBEGEN_CIFAR10_NPZ", str(tmp_path / "tiny.npz"))
+    rgb = load_dataset("cifar10")
+    data._write_cache(no_sources / "cifar10-gs.npz", to_grayscale(rgb, "luma"))  # a stale cache of the old gray
     gs = load_dataset("cifar10-gs")
     assert gs.train_images.shape == (3, 32, 32) and gs.train_labels.tolist() == [2, 5, 7]
-    assert (no_sources / "cifar10.npz").is_file() and (no_sources / "cifar10-gs.npz").is_file()
-    rgb = load_dataset("cifar10")
+    assert (no_sources / "cifar10.npz").is_file() and not (no_sources / "cifar10-gs-luma.npz").exists()
+    np.testing.assert_allclose(gs.train_images, rgb.train_images.astype(np.float64).mean(-1), rtol=1e-6)
     luma = rgb.train_images.astype(np.float64) @ [0.2989, 0.5870, 0.1140]
-    np.testing.assert_array_equal(gs.train_images, np.rint(luma).astype(np.uint8))
+    np.testing.assert_array_equal(load_dataset("cifar10-gs-luma").train_images, np.rint(luma).astype(np.uint8))
 
 
 def test_shared_cifar10_npz_layout() -> None:

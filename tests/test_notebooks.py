@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from papermill.translators import PythonTranslator
 
 from probegen_nb.app.runner import NOTEBOOKS, run_notebook
 
@@ -14,7 +15,8 @@ REQUIRED_PARAMETERS = {"fast", "device", "seed", "out_dir"}
 
 def test_there_are_notebooks() -> None:
     assert {p.stem for p in NOTEBOOK_FILES} >= {"00_quickstart", "01_inr_zoo", "02_train_probegen",
-                                                "03_cnn_generalization", "04_explore_probes", "05_ablations"}
+                                                "03_cnn_generalization", "04_explore_probes", "05_ablations",
+                                                "06_baselines"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.stem)
@@ -41,6 +43,11 @@ def test_notebook_hygiene(path: Path) -> None:
         assert "  # " in line, f"parameters cell line {lineno} needs a comment: {line!r}"
     assert REQUIRED_PARAMETERS <= names
     assert 'device: str = "auto"' in src
+    # papermill must read every parameter (its parser gives up on a line whose comment holds "="), or `--set` and
+    # `papermill -p` warn "unknown parameter" and the help text is lost
+    parsed = {p.name: p for p in PythonTranslator.inspect({"source": src})}
+    assert set(parsed) == names, f"papermill cannot parse {sorted(names - set(parsed))}"
+    assert all(p.help for p in parsed.values())
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.stem)

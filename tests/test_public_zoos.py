@@ -381,3 +381,24 @@ def test_plan_refuses_a_class_label_mismatch(tmp_path: Path) -> None:
     f.write_text(json.dumps({"train": {"path": ["mnist-inrs/" + MNIST.format("training", 1, 4)], "label": ["7"]}}))
     with pytest.raises(ZooFormatError, match="class-1 image but the splits file labels it 7"):
         plan_from_splits_json(f)
+
+
+FMNIST_SPLITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "splits" / "fmnist_inr_splits.json"
+
+
+@pytest.mark.skipif(not FMNIST_SPLITS.is_file(), reason="needs ../shared/data/splits/fmnist_inr_splits.json")
+def test_small_fmnist_plan_keeps_the_public_assignment_class_balanced() -> None:
+    """`make zoo-fmnist`'s plan: 4,000 / 500 / 1,000 INRs from the public FMNIST zoo's splits, 400 / 50 / 100 of
+    each class, every image where the public zoo has it (val INRs of official train images, test of test images)."""
+    full = plan_from_splits_json(FMNIST_SPLITS)
+    plan = plan_from_splits_json(FMNIST_SPLITS, {"train": 4000, "val": 500, "test": 1000}, seed=0)
+    counts = plan.groupby(["split", "label"]).size().unstack()
+    assert (counts.loc["train"] == 400).all() and (counts.loc["val"] == 50).all() and (counts.loc["test"] == 100).all()
+    public = set(zip(full["split"], full["image_split"], full["image_index"]))
+    assert set(zip(plan["split"], plan["image_split"], plan["image_index"])) <= public
+    assert plan["model_id"].tolist() == list(range(len(plan)))
+    # the negative control: without balancing, a sample of the same size is not exactly balanced
+    loose = plan_from_splits_json(FMNIST_SPLITS, {"train": 4000, "val": 500, "test": 1000}, balance_classes=False)
+    assert loose.groupby(["split", "label"]).size().unstack().loc["train"].nunique() > 1
+    with pytest.raises(ValueError, match="val has 477 INRs of class 2, fewer than the 500"):
+        plan_from_splits_json(FMNIST_SPLITS, {"train": 10, "val": 5000, "test": 10})  # class 2: 477

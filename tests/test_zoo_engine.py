@@ -25,7 +25,7 @@ from probegen_nb.zoos.inr import PUBLIC_RECIPE, build_inr_zoo, plan_inr_zoo
 
 LOCAL = EngineConfig("local", threads_per_worker=1)  # the thread count of every dask worker below
 INR_RECIPE = replace(PUBLIC_RECIPE, steps=15)
-CNN_RECIPE = CNNZooRecipe(steps=8, checkpoints=(4, 8), n_eval=50)
+CNN_RECIPE = CNNZooRecipe(epochs=2.0, batch_size=32, checkpoint_epochs=(1.0,))  # epochs over each subset
 RUN_FIELDS = ("build_seconds_this_run", "engine", "threads_per_task")  # build info that may differ between engines
 
 
@@ -91,13 +91,14 @@ def test_cnn_zoo_through_dask_equals_the_local_build(stripes, dask_engine, tmp_p
     local, dask, other_seed = tmp_path / "local", tmp_path / "dask", tmp_path / "seed1"
     zoo = build_cnn_zoo(stripes, local, engine=LOCAL, **kw)
     build_cnn_zoo(stripes, dask, engine=dask_engine, **kw)
-    assert len(zoo) == 12 and len(zoo.groups) == 2  # relu and tanh: at least two chunks, on both workers
+    rows = sum(len(CNN_RECIPE.schedule(round(f * 200))) for f in cz.sample_hparams(6, 0)["train_fraction"])
+    assert len(zoo) == rows and len(zoo.groups) == 2  # relu and tanh: at least two chunks, on both workers
     assert differences(local, dask) == []
     assert json.loads((dask / "zoo.json").read_text())["build"]["engine"] == "dask"
     build_cnn_zoo(stripes, other_seed, engine=LOCAL, **{**kw, "seed": 1})
     assert any(d.startswith("weights") for d in differences(local, other_seed))
 
-    hp = cz.sample_hparams(2, 0, CNN_RECIPE).assign(activation="relu")
+    hp = cz.sample_hparams(2, 0, CNN_RECIPE).assign(activation="relu", train_fraction=0.5)
     spec = cz.CNNSpec.small_cnn_zoo(1, "relu")
     by_object = cz.train_cnn_chunk(stripes, spec, hp, CNN_RECIPE, 7, "cpu", 1)
     with pytest.MonkeyPatch.context() as mp:
@@ -183,3 +184,10 @@ def test_cli_zoo_builds_take_an_engine(digits, stripes, tmp_path, monkeypatch) -
               "--checkpoints", "2", "--n-eval", "20", "--device", "cpu", "--engine", "dask"])
     assert seen == [("plan", None), ("plan", EngineConfig("dask", address="tcp://127.0.0.1:8786", n_workers=3)),
                     ("mnist", EngineConfig("dask"))]
+    cli.main(["build-cnn-zoo", "--dataset", "mnist", "--out", str(tmp_path / "d"), "--n-runs", "2", "--epochs", "1.5",
+              "--batch-size", "10", "--padding", "1", "--checkpoint-epochs", "0.5", "1", "--device", "cpu"])
+    meta = json.loads((tmp_path / "d" / "zoo.json").read_text())
+    recipe = meta["build"]["recipe"]
+    assert (recipe["epochs"], recipe["batch_size"], recipe["padding"], recipe["checkpoint_epochs"]) == (
+        1.5, 10, 1, [0.5, 1.0])
+    assert all(a["padding"] == [1, 1, 1] for a in meta["archs"]) and meta["n_models"] == 2 * 3  # 3 rows a run

@@ -34,6 +34,7 @@ DEMO_SEQUENCE: dict[str, dict[str, Any]] = {
     "03_cnn_generalization": {"epochs": 10},
     "04_explore_probes": {"run_dir": "{out_root}/03_cnn_generalization"},  # explores the runs 03 just wrote
     "05_ablations": {"fast": True},  # every section's smallest grid (the full one: `make ablations`)
+    "06_baselines": {"fast": True},  # every method on both zoos, smoke-sized (the full comparison: `make baselines`)
 }
 # ZeroMQ's ipc:// transport needs Unix domain sockets; elsewhere (Windows) the kernel falls back to TCP on localhost.
 KERNEL_TRANSPORT = "ipc" if os.name == "posix" else "tcp"

@@ -153,6 +153,9 @@ class GraphNet(Baseline):
         self.rep_dim = node_dim * (1 + graph.widths[-1])  # the mean node state, and each output neuron's
         self.predictor = Predictor(self.rep_dim, d_out, hidden, n_hidden)
         self.fixed_representation = False  # the graph network trains
+        # per-edge states of a whole split (1000 INRs: 2.2M edges × d floats) stream through memory at every op;
+        # 16 models (about 2 MB of states) stay in cache: evaluation measured 4-7× faster than at 1024 on the CPU
+        self.eval_batch_size = 16
 
     def normalise(self, params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {n: (params[n] - self.tensor_mean[t]) / self.tensor_std[t] for t, n in enumerate(self.graph.names)}

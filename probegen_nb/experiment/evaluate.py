@@ -32,10 +32,10 @@ def metric(zoo: AnyZoo, outputs: torch.Tensor, labels: torch.Tensor) -> float:
 @torch.no_grad()
 def represent_all(model: ProbingModel | Baseline, zoo: AnyZoo, batch_size: int = 1024) -> torch.Tensor:
     """[M, Q·K] representations of all the zoo's models (zoo already on the model's device); a baseline's
-    [M, rep_dim] (never augmented)."""
+    [M, rep_dim] (never augmented), `batch_size` models at a time or fewer where the baseline asks."""
     if not isinstance(model, ProbingModel):
         index = torch.arange(len(zoo), device=model.device)
-        reps = [model.represent_rows(zoo, i) for i in index.split(batch_size)]
+        reps = [model.represent_rows(zoo, i) for i in index.split(min(batch_size, model.eval_batch_size))]
         return torch.cat(reps) if reps else torch.zeros(0, model.rep_dim, device=model.device)
     probes = model.probes()
     index = torch.arange(len(zoo), device=probes.device)

@@ -39,7 +39,7 @@ from probegen_nb.probes.registry import ProbeConfig
 
 RESULTS_FILE = "results.csv"
 FAILED_FILE = "failed.json"  # in a run folder: the error of a run that failed
-SUMMARY_KEYS = ("best_epoch", "flops_per_model", "train_seconds")  # besides the metric's three numbers
+SUMMARY_KEYS = ("best_epoch", "flops_per_model", "n_params", "train_seconds")  # besides the metric's three numbers
 
 
 def run_id(config: RunConfig) -> str:
@@ -129,8 +129,10 @@ def _variant_name(v: Variant) -> str:
 
 def summarize_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The numbers of a `metrics.json` that go into `results.csv`: best-val metric, test metric at that epoch,
-    last-step test metric, best epoch, FLOPs per model, train seconds."""
+    last-step test metric, best epoch, FLOPs per model, trained parameters, train seconds."""
     name = metrics["metric"]
+    if "n_params" not in metrics:  # a probing run written before runs recorded it: probes + predictor is all of it
+        metrics = {**metrics, "n_params": metrics["probe_params"] + metrics["predictor_params"]}
     keys = (f"best_val_{name}", f"test_{name}", f"last_test_{name}", *SUMMARY_KEYS)
     return {k: metrics[k] for k in keys}
 

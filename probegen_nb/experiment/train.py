@@ -201,6 +201,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
         "n_train_models": len(train_zoo),
         "probe_params": sum(p.numel() for p in model.probes.parameters()) if probing else 0,
         "predictor_params": sum(p.numel() for p in model.predictor.parameters()),
+        "n_params": sum(p.numel() for p in model.parameters()),  # everything trained: probes or encoder + predictor
         "threads": threads.finish(),  # the intra-op threads used and why (see core.device.ThreadGovernor)
         "device": describe_device(dev),
     }
@@ -286,6 +287,7 @@ def _train_trees(config: RunConfig, zoo: AnyZoo, splits: dict[str, AnyZoo], trai
         "n_train_models": len(train_zoo),
         "probe_params": 0,
         "predictor_params": trees.n_nodes(),  # nodes of the trees used: split (feature, threshold) or leaf value
+        "n_params": trees.n_nodes(),
         "threads": threads.finish(),
         "device": describe_device(torch.device("cpu")),  # scikit-learn's trees run on the CPU
     }

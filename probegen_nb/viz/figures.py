@@ -260,3 +260,41 @@ def ablation_plot(results: pd.DataFrame, metric: str, title: str, axis: str | No
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def metric_vs_flops(table: pd.DataFrame, metric: str, title: str, probing: tuple[str, ...] = ()):
+    """Plotly: one point per method (the table's index) at its FLOPs per model (log x) and mean metric, with the
+    seed std as error bars; circles for the `probing` methods, squares for the weight-space baselines; the legend
+    and the hover name each method and its cost."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    palette = sns.color_palette("tab10").as_hex()
+    for i, (method, row) in enumerate(table.iterrows()):
+        fig.add_trace(go.Scatter(
+            x=[row["flops_per_model"]], y=[row["mean"]], mode="markers", name=method,
+            marker={"size": 11, "color": palette[i % 10], "symbol": "circle" if method in probing else "square"},
+            error_y={"type": "data", "array": [0.0 if pd.isna(row["std"]) else row["std"]]},
+            hovertemplate=f"<b>{method}</b><br>{metric} %{{y:.3f}} ± {row['std']:.3f}<br>FLOPs/model %{{x:.3s}}"
+                          f"<br>params {row['n_params']:,.0f}<br>train {row['train_seconds']:.0f} s<extra></extra>"))
+    fig.update_xaxes(type="log", title_text="FLOPs per model (log scale)")
+    fig.update_yaxes(title_text=metric.replace("_", " "))
+    fig.update_layout(title=title + "<br><sup>circles: probing; squares: weight-space baselines</sup>", height=440,
+                      template="plotly_white")
+    return fig
+
+
+def training_curves_plot(curves: pd.DataFrame, metric: str, title: str) -> plt.Figure:
+    """Seaborn: train loss and validation metric per epoch (mean ± std over seeds), one line per method
+    (`experiment.comparison.training_curves`' long table)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 3.6))
+    for ax, split, label in ((axes[0], "train loss", "train loss"), (axes[1], "val", f"val {metric}")):
+        sns.lineplot(data=curves[curves["split"] == split], x="epoch", y="value", hue="variant", errorbar="sd",
+                     ax=ax, legend=ax is axes[1])
+        ax.set_ylabel(label.replace("_", " "))
+    axes[0].set_yscale("log")
+    if axes[1].get_legend() is not None:
+        sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), fontsize=8, title=None)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

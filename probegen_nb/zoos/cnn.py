@@ -1,10 +1,11 @@
-"""Batched CNN zoo builder with the Small CNN Zoo's recipe (Unterthiner et al. 2020): many small CNNs trained at
-once, each with its own hyper-parameters, data subset and optimizer, checkpointed at several steps.
+"""Batched CNN zoo builder with the public Small CNN Zoo recipe (Unterthiner et al. 2020, google-research
+`dnn_predict_accuracy/train_network.py`): many small CNNs trained at once, each with its own hyper-parameters, data
+subset and optimizer, for a number of epochs over its subset, in mini-batches of 512, labelled on the whole test set.
 
-All models of a chunk share one architecture (activation included), so one grouped convolution runs them all;
-per-model learning rates, optimizers, L2, dropout and data subsets are tensors with a leading model axis.
-Chunks are saved as they finish, so a killed build resumes; they can run as tasks of an engine (`core.engine`: here,
-or on Dask workers).
+All models of a chunk share one architecture (activation included), so one grouped convolution runs them all, and one
+train fraction, so they take the same number of steps; per-model learning rates, optimizers, L2, dropout and data
+subsets are tensors with a leading model axis. Chunks are saved as they finish, so a killed build resumes; they can
+run as tasks of an engine (`core.engine`: here, or on Dask workers).
 """
 
 from __future__ import annotations
@@ -40,13 +41,44 @@ TRAIN_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 
 @dataclass(frozen=True)
 class CNNZooRecipe:
-    """How each CNN is trained and labelled. Fewer steps than the public zoo (86 epochs), same hyper-parameters."""
+    """How each CNN is trained and labelled: the public zoo's batch size, padding and labels, for fewer epochs than
+    its 86 (a CPU budget). By default one zoo row per run, at its final checkpoint."""
 
-    steps: int = 1800  # optimizer steps per model
-    batch_size: int = 32  # images per model per step
-    checkpoints: tuple[int, ...] = (50, 300, 900, 1800)  # steps at which a checkpoint (a zoo row) is kept
-    n_eval: int = 2000  # test images (and own-subset train images) used for each checkpoint's accuracy labels
+    epochs: float = 8.0  # passes over the run's own train subset: round(epochs · f · N / batch_size) steps
+    batch_size: int = 512  # images per model per step (the public `batchsize`)
+    checkpoint_epochs: tuple[float, ...] = ()  # extra rows per run at these epochs (< epochs), besides the final one
+    padding: int = 0  # of the default architecture: 0 Keras "valid" (32→15→7→3) as the public zoo; 1 PyTorch rebuilds'
+    n_eval: int | None = None  # None: labels on every test image and the run's whole subset; k: a sample of k of each
+    steps: int | None = None  # a fixed step count for every run instead of `epochs` (smoke runs, benchmarks)
+    checkpoints: tuple[int, ...] = ()  # with `steps`: extra rows at these steps
     activations: tuple[str, ...] = ("relu", "tanh")  # sampled per model
+
+    def __post_init__(self) -> None:
+        if not self.epochs > 0 or self.batch_size < 1 or self.padding < 0:
+            raise ValueError(f"CNNZooRecipe: epochs (={self.epochs}) must be > 0, batch_size (={self.batch_size}) "
+                             f"≥ 1 and padding (={self.padding}) ≥ 0")
+        bad = [e for e in self.checkpoint_epochs if not 0 < e <= self.epochs]
+        if bad:
+            raise ValueError(f"CNNZooRecipe.checkpoint_epochs {bad} must lie in (0, epochs (={self.epochs})]")
+        if self.steps is None and self.checkpoints:
+            raise ValueError(f"CNNZooRecipe.checkpoints {self.checkpoints} are steps: they need `steps`; "
+                             f"use checkpoint_epochs with epochs")
+        if self.steps is not None and (self.steps < 1 or any(not 1 <= c <= self.steps for c in self.checkpoints)):
+            raise ValueError(f"CNNZooRecipe: steps (={self.steps}) must be ≥ 1 and checkpoints {self.checkpoints} "
+                             f"within 1 … steps")
+        if self.n_eval is not None and self.n_eval < 1:
+            raise ValueError(f"CNNZooRecipe.n_eval (={self.n_eval}) must be ≥ 1 or None (all images)")
+
+    def schedule(self, n_subset: int) -> dict[int, float]:
+        """Checkpoint steps → the epoch each stands for, for a run with `n_subset` train images; the last is the
+        final step. Epochs are the nominal ones asked for (a step is their rounding); with `steps`, the epochs those
+        steps amount to. Checkpoints that round to the same step are one."""
+        if self.steps is not None:
+            return {s: s * self.batch_size / n_subset for s in sorted({*self.checkpoints, self.steps})}
+        out: dict[int, float] = {}
+        for e in sorted({*self.checkpoint_epochs, self.epochs}):
+            out.setdefault(max(1, round(e * n_subset / self.batch_size)), e)
+        return dict(sorted(out.items()))
 
 
 def sample_hparams(n: int, seed: int, recipe: CNNZooRecipe = CNNZooRecipe()) -> pd.DataFrame:
@@ -133,11 +165,21 @@ class PerModelOptimizer:
 def train_cnns(spec: CNNSpec, hp: pd.DataFrame, train_x: torch.Tensor, train_y: torch.Tensor,
                test_x: torch.Tensor, test_y: torch.Tensor, recipe: CNNZooRecipe, generator: torch.Generator,
                device: torch.device) -> list[dict[str, torch.Tensor]]:
-    """Train len(hp) CNNs of one architecture at once; return one dict per checkpoint step with the stacked
-    params [M, …] and the labels `test_acc`, `train_acc` [M]."""
+    """Train len(hp) CNNs of one architecture at once; return one dict per checkpoint of `recipe.schedule` with the
+    stacked params [M, …], the labels `test_acc`, `train_acc` [M] and `epoch` [M]. Every model must have the same
+    checkpoint steps (same train fraction, or a fixed `recipe.steps`): `build_cnn_zoo` chunks by train fraction.
+
+    Each model draws its mini-batches from its own subset (a random `train_fraction` of train_x), epoch by epoch:
+    a fresh shuffle of the subset each epoch, one stream across epoch ends so every batch is full."""
     m, n_train = len(hp), len(train_x)
     if device.type == "cpu":
         tune_cpu_allocator()
+    subset_sizes = [max(1, round(f * n_train)) for f in hp["train_fraction"].to_numpy()]
+    schedules = [recipe.schedule(n) for n in subset_sizes]
+    if any(list(sch) != list(schedules[0]) for sch in schedules):
+        raise ValueError(f"train_cnns: models of one call must share checkpoint steps, but train fractions "
+                         f"{sorted(set(hp['train_fraction']))} give {sorted({tuple(sch) for sch in schedules})}")
+    steps = list(schedules[0])
     params = [v.to(device).requires_grad_() for v in init_cnn_params(spec, hp, generator).values()]
     names = list(spec.param_shapes())
     lr = torch.tensor(hp["lr"].to_numpy(), dtype=torch.float32, device=device)
@@ -145,29 +187,66 @@ def train_cnns(spec: CNNSpec, hp: pd.DataFrame, train_x: torch.Tensor, train_y: 
     dropout = torch.tensor(hp["dropout"].to_numpy(), dtype=torch.float32, device=device)
     opt = PerModelOptimizer(params, hp["optimizer"].to_numpy(), lr)
     drop = per_model_dropout(spec, dropout, generator)
-    subset_size = torch.tensor(np.round(hp["train_fraction"].to_numpy() * n_train), device=device)
-    order = torch.stack([torch.randperm(n_train, generator=generator) for _ in range(m)]).to(device)  # [M, N]
-    eval_test = torch.randperm(len(test_x), generator=generator)[: recipe.n_eval].to(device)
-    eval_pos = (torch.rand(m, recipe.n_eval, generator=generator).to(device) * subset_size[:, None]).long()
-    eval_train = torch.gather(order, 1, eval_pos)  # [M, n_eval] images from each model's own subset
+    sizes = torch.tensor(subset_sizes)  # [M]
+    order = torch.rand(m, n_train, generator=generator).argsort(1)  # [M, N]: model m's subset is its first n_m
+    streams = EpochStreams(order[:, : int(sizes.max())], sizes, generator)
+    n_test = len(test_x) if recipe.n_eval is None else min(recipe.n_eval, len(test_x))
+    eval_test = torch.randperm(len(test_x), generator=generator)[:n_test].to(device)  # [n_test]
+    n_own = sizes if recipe.n_eval is None else sizes.clamp(max=recipe.n_eval)  # [M] own images labelled
+    eval_train = order[:, : int(n_own.max())].to(device)  # [M, n]: model m's first n_own[m] columns count
+    n_own = n_own.to(device)
     weights = [i for i, k in enumerate(names) if k.endswith("weight")]
     checkpoints = []
-    for step in range(1, recipe.steps + 1):
-        pos = (torch.rand(m, recipe.batch_size, generator=generator).to(device) * subset_size[:, None]).long()
-        idx = torch.gather(order, 1, pos)  # [M, B] each model's minibatch from its own subset
+    for step in range(1, steps[-1] + 1):
+        idx = streams.next(recipe.batch_size).to(device)  # [M, B] each model's next images of its own subset
         logits = cnn_forward(spec, dict(zip(names, params)), train_x[idx], after_activation=drop)  # [M, B, 10]
         ce = F.cross_entropy(logits.flatten(0, 1), train_y[idx].flatten(), reduction="none").view(m, -1).mean(1)
         reg = sum((params[i] ** 2).flatten(1).sum(1) for i in weights)
         loss = (ce + l2 * reg).sum()  # per-model losses: each model's gradient is its own
         opt.step(torch.autograd.grad(loss, params))
-        if step in recipe.checkpoints:
+        if step in schedules[0]:
             with torch.no_grad():
                 ps = {k: p.detach().clone() for k, p in zip(names, params)}
-                test_acc = _accuracy(spec, ps, test_x[eval_test], test_y[eval_test])
-                train_acc = _accuracy(spec, ps, train_x[eval_train], train_y[eval_train])
+                test_acc = _accuracy(spec, ps, test_x, test_y, eval_test[None].expand(m, -1),
+                                     torch.full((m,), n_test, device=device))
+                train_acc = _accuracy(spec, ps, train_x, train_y, eval_train, n_own)
             checkpoints.append({"step": step, "params": {k: v.cpu() for k, v in ps.items()},
-                                "test_acc": test_acc.cpu(), "train_acc": train_acc.cpu()})
+                                "test_acc": test_acc.cpu(), "train_acc": train_acc.cpu(),
+                                "epoch": torch.tensor([sch[step] for sch in schedules], dtype=torch.float64)})
     return checkpoints
+
+
+class EpochStreams:
+    """Each model's mini-batches from its own subset, epoch by epoch: a fresh shuffle of the subset every epoch, as
+    one stream across epoch ends so every batch is full. All M models' bookkeeping is [M, ·] tensors (no loop over
+    models); a model whose epoch ends gets a new shuffle, the others keep theirs."""
+
+    def __init__(self, subsets: torch.Tensor, sizes: torch.Tensor, generator: torch.Generator) -> None:
+        self.subsets, self.sizes, self.generator = subsets, sizes, generator  # [M, n_max] (first sizes[m] count), [M]
+        self.perm = self._shuffle()  # [M, n_max]: the current epoch's order of positions into each subset
+        self.pos = torch.zeros_like(sizes)  # [M]: the next position of the current epoch
+
+    def _shuffle(self) -> torch.Tensor:
+        keys = torch.rand(self.subsets.shape, generator=self.generator)  # [M, n_max]
+        keys[torch.arange(keys.shape[1])[None] >= self.sizes[:, None]] = 2.0  # padding sorts after every real key
+        return keys.argsort(1)
+
+    def next(self, b: int) -> torch.Tensor:
+        """[M, b] image indices: each model's next b images."""
+        slots = torch.arange(b)[None]  # [1, b]
+        out = torch.zeros(len(self.sizes), b, dtype=torch.long)  # positions into each subset
+        filled = torch.zeros_like(self.sizes)  # [M] slots filled so far
+        while bool((filled < b).any()):  # once, or again at an epoch end (more when b exceeds a subset)
+            take = torch.minimum(self.sizes - self.pos, b - filled)  # [M]
+            here = (slots >= filled[:, None]) & (slots < (filled + take)[:, None])  # [M, b]
+            src = (self.pos[:, None] + slots - filled[:, None]).clamp(0, self.perm.shape[1] - 1)
+            out = torch.where(here, self.perm.gather(1, src), out)
+            filled, self.pos = filled + take, self.pos + take
+            ended = self.pos >= self.sizes  # [M]
+            if bool(ended.any()):
+                self.perm = torch.where(ended[:, None], self._shuffle(), self.perm)
+                self.pos = torch.where(ended, 0, self.pos)
+        return self.subsets.gather(1, out)
 
 
 def per_model_dropout(spec: CNNSpec, rates: torch.Tensor,
@@ -189,17 +268,17 @@ def _dropout(h: torch.Tensor, rate: torch.Tensor, generator: torch.Generator | N
 
 
 @torch.no_grad()
-def _accuracy(spec: CNNSpec, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-              chunk: int = 500) -> torch.Tensor:
-    """[M] accuracies; x shared [N, C, H, W] with y [N], or per-model [M, N, C, H, W] with y [M, N]."""
-    n = x.shape[-4]
-    correct = 0
-    for s in range(0, n, chunk):
-        xs = x[s:s + chunk] if x.dim() == 4 else x[:, s:s + chunk]
-        ys = y[s:s + chunk] if y.dim() == 1 else y[:, s:s + chunk]
-        pred = cnn_forward(spec, params, xs).argmax(-1)  # [M, n]
-        correct = correct + (pred == ys).float().sum(-1)
-    return correct / n
+def _accuracy(spec: CNNSpec, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
+              counts: torch.Tensor, chunk: int = 500) -> torch.Tensor:
+    """[M] accuracies of each model on its own images: x [N, C, H, W], y [N], idx [M, n] (model m's first counts[m]
+    columns count). Gathered `chunk` columns at a time, so memory stays at M · chunk images whatever n."""
+    correct = torch.zeros(len(idx), device=idx.device)
+    for s in range(0, idx.shape[1], chunk):
+        cols = idx[:, s:s + chunk]  # [M, c]
+        valid = torch.arange(s, s + cols.shape[1], device=idx.device)[None] < counts[:, None]  # [M, c]
+        pred = cnn_forward(spec, params, x[cols]).argmax(-1)  # [M, c]
+        correct += ((pred == y[cols]) & valid).sum(-1)
+    return correct / counts
 
 
 def sample_wild_park_specs(n: int, seed: int, in_channels: int = 3, depths: tuple[int, ...] = (2, 3, 4, 5),
@@ -243,12 +322,15 @@ def build_cnn_zoo(dataset: ImageDataset | DatasetName, out_dir: str | Path, n_ru
                   recipe: CNNZooRecipe = CNNZooRecipe(), split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
                   chunk_size: int = 32, seed: int = 0, device: str | torch.device = "auto", overwrite: bool = False,
                   architectures: list[CNNSpec] | None = None, engine: EngineConfig | None = None) -> MixedZoo:
-    """Train `n_runs` CNNs, keep `recipe.checkpoints` per run, and write a mixed zoo with one group per architecture.
+    """Train `n_runs` CNNs and write a mixed zoo with one group per architecture: one row per run at its final
+    checkpoint, plus one per `recipe.checkpoint_epochs` (or `recipe.checkpoints` with fixed `steps`).
 
-    By default the Small CNN Zoo's architecture with the activation drawn per run (a group per activation); with
-    `architectures` (e.g. `sample_wild_park_specs`), each run gets one of them at random (a CNN Wild Park-style zoo).
-    Splits are by run, so no run has checkpoints on both sides. Labels per row: `test_acc`, `train_acc`, `gap`
-    (train − test), with provenance `run`, `step`, `epoch` and the hyper-parameters.
+    By default the Small CNN Zoo's architecture (padding `recipe.padding`) with the activation drawn per run (a group
+    per activation); with `architectures` (e.g. `sample_wild_park_specs`), each run gets one of them at random (a CNN
+    Wild Park-style zoo). Splits are by run, so no run has checkpoints on both sides. Labels per row: `test_acc` (on
+    the whole test set unless `recipe.n_eval`), `train_acc` (on the run's whole train subset), `gap` (train − test),
+    with provenance `run`, `step`, `epoch` and the hyper-parameters. Chunks hold runs of one architecture and one
+    train fraction (so one step count), in a fixed order, so a resumed build finds its chunks again.
 
     `engine`: None trains the chunks here, one after another, at this process's torch threads; an `EngineConfig`
     makes each chunk one of its tasks (local or Dask), trained at `engine.threads_per_worker` threads. Every task
@@ -262,6 +344,7 @@ def build_cnn_zoo(dataset: ImageDataset | DatasetName, out_dir: str | Path, n_ru
     dev = resolve_device(device)
     data = load_dataset(dataset) if isinstance(dataset, str) else dataset
     task_data = dataset if isinstance(dataset, str) and engine is not None and engine.kind == "dask" else data
+    provenance = data.provenance()  # name, source kind, content hash: no machine paths in zoo.json
     hp = sample_hparams(n_runs, seed, recipe)
     rng = np.random.default_rng(seed + 1)
     n_train_runs, n_val_runs = int(split_fractions[0] * n_runs), int(split_fractions[1] * n_runs)
@@ -270,7 +353,7 @@ def build_cnn_zoo(dataset: ImageDataset | DatasetName, out_dir: str | Path, n_ru
     input_shape = tuple(images_to_inputs(data.train_images[:1]).shape[1:])  # (C, 32, 32)
     if architectures is None:  # Small CNN Zoo: the architecture differs only by the run's activation
         acts = sorted(hp["activation"].unique())
-        specs = [CNNSpec.small_cnn_zoo(input_shape[0], a) for a in acts]
+        specs = [CNNSpec.small_cnn_zoo(input_shape[0], a, recipe.padding) for a in acts]
         hp["arch"] = hp["activation"].map({a: i for i, a in enumerate(acts)})
     else:
         bad = [s for s in architectures if s.input_shape != input_shape]
@@ -282,11 +365,13 @@ def build_cnn_zoo(dataset: ImageDataset | DatasetName, out_dir: str | Path, n_ru
         hp["activation"] = ["-".join(specs[a].activation) for a in hp["arch"]]
 
     job = ResumableJob(out_dir, {"n_runs": n_runs, "recipe": asdict(recipe), "seed": seed, "chunk_size": chunk_size,
-                                 "dataset": data.name, "split_fractions": list(split_fractions),
+                                 "dataset": data.name, "data_sha256": provenance["sha256"],
+                                 "split_fractions": list(split_fractions),
                                  "architectures": [s.to_dict() for s in specs]})
 
     t0 = time.perf_counter()
-    chunks = [(arch, rows[i:i + chunk_size]) for arch, rows in hp.groupby("arch", sort=True).groups.items()
+    chunks = [(arch, rows[i:i + chunk_size])  # sorted by (arch, train_fraction), runs in order: the same every time
+              for (arch, _), rows in hp.groupby(["arch", "train_fraction"], sort=True).groups.items()
               for i in range(0, len(rows), chunk_size)]
     todo = [c for c in range(len(chunks)) if not job.done(c)]
     threads = None if engine is None else engine.threads_per_worker
@@ -308,12 +393,11 @@ def build_cnn_zoo(dataset: ImageDataset | DatasetName, out_dir: str | Path, n_ru
             if a != arch:
                 continue
             t = job.load(c)
-            for step in recipe.checkpoints:
+            for step in sorted(int(k[4:].split(".")[0]) for k in t if k.endswith(".epoch")):
                 parts_params.append({k: t[f"step{step}.{k}"] for k in spec.param_shapes()})
                 rows_df = hp.loc[rows].drop(columns="arch").reset_index(drop=True)
                 rows_df["step"] = step
-                rows_df["epoch"] = step * recipe.batch_size / np.round(rows_df["train_fraction"]
-                                                                       * len(data.train_labels))
+                rows_df["epoch"] = t[f"step{step}.epoch"].numpy()
                 rows_df["test_acc"] = t[f"step{step}.test_acc"].numpy()
                 rows_df["train_acc"] = t[f"step{step}.train_acc"].numpy()
                 parts_rows.append(rows_df)
@@ -323,7 +407,7 @@ def build_cnn_zoo(dataset: ImageDataset | DatasetName, out_dir: str | Path, n_ru
         model_id += len(table)
         params = {k: torch.cat([p[k] for p in parts_params]) for k in spec.param_shapes()}
         groups.append(Zoo(spec, params, table, Task("test_acc", None)))
-    info = {"builder": "probegen_nb.zoos.cnn.build_cnn_zoo", "dataset": data.name, "data_source": data.source,
+    info = {"builder": "probegen_nb.zoos.cnn.build_cnn_zoo", "dataset": data.name, "data": provenance,
             "recipe": asdict(recipe), "seed": seed, "n_runs": n_runs, "device": str(dev), **engine_info(engine),
             "build_seconds_this_run": round(time.perf_counter() - t0, 1), "software": software_versions()}
     zoo = MixedZoo(tuple(groups), Task("test_acc", None), info)
@@ -336,7 +420,7 @@ def train_cnn_chunk(dataset: ImageDataset | DatasetName, spec: CNNSpec, hp: pd.D
                     seed: int, device: str, threads: int | None) -> dict[str, torch.Tensor]:
     """One chunk of `build_cnn_zoo`, a task of its engine: the len(hp) CNNs of `spec` trained on `dataset` (by name:
     loaded here) from the chunk's own seed, at `threads` CPU threads (None: this process's count); returns what the
-    chunk file holds (`step{s}.{param}` [M, …], `step{s}.test_acc` and `step{s}.train_acc` [M])."""
+    chunk file holds (`step{s}.{param}` [M, …], `step{s}.test_acc`, `step{s}.train_acc` and `step{s}.epoch` [M])."""
     data = load_dataset(dataset) if isinstance(dataset, str) else dataset
     dev = torch.device(device)
     train_x, test_x = images_to_inputs(data.train_images).to(dev), images_to_inputs(data.test_images).to(dev)
@@ -347,5 +431,5 @@ def train_cnn_chunk(dataset: ImageDataset | DatasetName, spec: CNNSpec, hp: pd.D
     finally:
         if governor is not None:
             governor.finish()
-    return {f"step{cp['step']}.{k}": v for cp in cps
-            for k, v in {**cp["params"], "test_acc": cp["test_acc"], "train_acc": cp["train_acc"]}.items()}
+    return {f"step{cp['step']}.{k}": v for cp in cps for k, v in
+            {**cp["params"], "test_acc": cp["test_acc"], "train_acc": cp["train_acc"], "epoch": cp["epoch"]}.items()}

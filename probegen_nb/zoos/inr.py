@@ -212,9 +212,11 @@ def plan_inr_zoo(dataset: ImageDataset, n_train: int, n_val: int, n_test: int, s
 
 
 def plan_from_splits_json(path: str | Path, max_per_split: dict[str, int] | None = None,
-                          seed: int = 0) -> pd.DataFrame:
+                          seed: int = 0, balance_classes: bool = True) -> pd.DataFrame:
     """The public INR zoos' image-to-split assignment ({split: {path: [...], label: [...]}}, paths in either
-    public layout, see `parse_inr_path`), optionally subsampled per split.
+    public layout, see `parse_inr_path`), optionally subsampled per split: to `max_per_split[split]` INRs, the same
+    number of each class where `balance_classes` (the remainder to the lowest class ids), so a small zoo keeps the
+    public split's images and a uniform label prior.
 
     Every path must name its official image: the plan is for refitting INRs, and an INR cannot be fitted without
     its image, so a path in neither layout raises a ValueError naming the splits file and the path."""
@@ -235,9 +237,20 @@ def plan_from_splits_json(path: str | Path, max_per_split: dict[str, int] | None
             rows.append((split, int(label), image.split, image.index))
     plan = pd.DataFrame(rows, columns=["split", "label", "image_split", "image_index"])
     if max_per_split:
-        parts = [g.sample(n=min(len(g), max_per_split.get(s, len(g))), random_state=seed).sort_index()
-                 for s, g in plan.groupby("split", sort=False)]
-        plan = pd.concat(parts).reset_index(drop=True)
+        parts = []
+        for split, g in plan.groupby("split", sort=False):
+            n = min(len(g), max_per_split.get(split, len(g)))
+            if not balance_classes:
+                parts.append(g.sample(n=n, random_state=seed).sort_index())
+                continue
+            classes = sorted(g["label"].unique())
+            for i, (c, gc) in enumerate(g.groupby("label", sort=True)):
+                want = n // len(classes) + (i < n % len(classes))
+                if want > len(gc):
+                    raise ValueError(f"{path}: {split} has {len(gc)} INRs of class {c}, fewer than the {want} a "
+                                     f"class-balanced {n} needs; pass balance_classes=False or a smaller count")
+                parts.append(gc.sample(n=want, random_state=seed))
+        plan = pd.concat(parts).sort_index().reset_index(drop=True)
     plan = plan.sort_values("split", key=lambda s: s.map(SPLITS.index), kind="stable").reset_index(drop=True)
     plan.insert(0, "model_id", np.arange(len(plan)))
     return plan
@@ -293,7 +306,7 @@ def build_inr_zoo(plan: pd.DataFrame, dataset: ImageDataset, out_dir: str | Path
     table = plan[["model_id", "split", "label", "image_split", "image_index"]].copy().reset_index(drop=True)
     table["psnr"] = torch.cat([ch["psnr"] for ch in chunks]).numpy().round(3)
     table["fit_steps"] = torch.cat([ch["steps"] for ch in chunks]).numpy()
-    info = {"builder": "probegen_nb.zoos.inr.build_inr_zoo", "dataset": dataset.name, "data_source": dataset.source,
+    info = {"builder": "probegen_nb.zoos.inr.build_inr_zoo", "dataset": dataset.name, "data": dataset.provenance(),
             "recipe": asdict(recipe), "seed": seed, "chunk_size": chunk_size, "device": str(dev),
             "compiled_fitting": compile, **engine_info(engine),
             "build_seconds_this_run": round(time.perf_counter() - t0, 1), "software": software_versions()}

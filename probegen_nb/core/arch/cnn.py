@@ -63,9 +63,11 @@ class CNNSpec:
                                  f"same feature size ({sizes[r] if r < n else '?'} vs {sizes[i]})")
 
     @classmethod
-    def small_cnn_zoo(cls, in_channels: int = 1, activation: CNNActivation = "relu") -> CNNSpec:
-        """The Small CNN Zoo architecture (Unterthiner et al. 2020): 4,970 parameters for one input channel."""
-        return cls(in_channels, (16, 16, 16), (3, 3, 3), (2, 2, 2), (1, 1, 1), (activation,) * 3, (-1, -1, -1))
+    def small_cnn_zoo(cls, in_channels: int = 1, activation: CNNActivation = "relu", padding: int = 1) -> CNNSpec:
+        """The Small CNN Zoo architecture (Unterthiner et al. 2020): 4,970 parameters for one input channel.
+        `padding` 0 is the public Keras zoo's "valid" (32 → 15 → 7 → 3); 1 (the default here, kept for the specs
+        already saved) is what the public PyTorch rebuilds (NFN, ProbeGen) use (32 → 16 → 8 → 4)."""
+        return cls(in_channels, (16, 16, 16), (3, 3, 3), (2, 2, 2), (padding,) * 3, (activation,) * 3, (-1, -1, -1))
 
     @property
     def n_layers(self) -> int:

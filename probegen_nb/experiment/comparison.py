@@ -1,0 +1,148 @@
+"""Baselines side by side (notebook 06, `make baselines`): ProbeGen, the probe-source controls and every weight-space
+baseline on one zoo, under one protocol, with what each costs.
+
+A comparison is an ablation section without an axis (`experiment.ablations.Section`): the same resumable sweep,
+seeds and paired differences against ProbeGen. This module adds what a comparison needs beyond the metric: the
+parameters, FLOPs per model and their ratio to ProbeGen's, train seconds, the training curves read back from the run
+folders, and the numbers published on the public zoos to read the table against.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from probegen_nb.baselines.graph_net import GraphNetConfig
+from probegen_nb.baselines.nfn import NFNConfig
+from probegen_nb.baselines.statnn import StatNNConfig
+from probegen_nb.baselines.weight_mlp import WeightMLPConfig
+from probegen_nb.experiment.ablations import Section, SectionResult, Variant
+from probegen_nb.probes.coords import ProbeGenConfig, UniformConfig, VanillaConfig
+from probegen_nb.probes.dead_leaves import DeadLeavesConfig
+from probegen_nb.probes.images import ConvProbeGenConfig, ImageVanillaConfig
+
+ZooKind = Literal["inr", "cnn"]
+N_PROBES: dict[str, int] = {"inr": 128, "cnn": 64}  # the paper's Q for INR classification and CNN generalisation
+TREES = "statnn"  # the method whose "epochs" are boosting stages: no training curve beside the others
+
+BASELINES: dict[str, Variant] = {  # every weight-space baseline, the same on both zoos
+    TREES: Variant(TREES, {"baseline": StatNNConfig(head="gbt")}),
+    "statnn-mlp": Variant("statnn-mlp", {"baseline": StatNNConfig(head="mlp")}),
+    "weight-mlp": Variant("weight-mlp", {"baseline": WeightMLPConfig(augment=False)}),
+    "weight-mlp+aug": Variant("weight-mlp+aug", {"baseline": WeightMLPConfig(augment=True)}),
+    "nfn-np": Variant("nfn-np", {"baseline": NFNConfig(mode="np")}),
+    "nfn-hnp": Variant("nfn-hnp", {"baseline": NFNConfig(mode="hnp")}),
+    "graph-net": Variant("graph-net", {"baseline": GraphNetConfig()}),
+}
+PROBING: dict[str, dict[str, Variant]] = {  # ProbeGen and the probe sources it is read against, per zoo
+    "inr": {"probegen": Variant("probegen", {"probes": ProbeGenConfig()}),
+            "vanilla": Variant("vanilla", {"probes": VanillaConfig()}),
+            "uniform": Variant("uniform", {"probes": UniformConfig()})},
+    "cnn": {"probegen": Variant("probegen", {"probes": ConvProbeGenConfig()}),
+            "vanilla": Variant("vanilla", {"probes": ImageVanillaConfig()}),
+            "dead-leaves": Variant("dead-leaves", {"probes": DeadLeavesConfig()})},
+}
+
+
+@dataclass(frozen=True)
+class Published:
+    """A number published on a public zoo, with where it was read."""
+
+    method: str  # as the source names it
+    value: float  # accuracy in % (INRs) or Kendall τ (CNNs)
+    source: str
+    ours: str | None = None  # the method of this toolkit that reimplements it, if any
+
+
+PUBLISHED: dict[str, dict[str, tuple[Published, ...]]] = {  # zoo kind → data set → the published rows
+    "inr": {
+        "mnist": (
+            Published("DWSNet", 85.7, "quoted in ScaleGMN / Neural Graphs"),
+            Published("NFN-NP", 78.5, "quoted in ScaleGMN / Neural Graphs", "nfn-np"),
+            Published("NFN-HNP", 79.1, "quoted in ScaleGMN / Neural Graphs", "nfn-hnp"),
+            Published("NG-GNN", 91.4, "quoted in ScaleGMN / Neural Graphs", "graph-net"),
+            Published("ScaleGMN", 96.6, "quoted in ScaleGMN / Neural Graphs"),
+            Published("ProbeGen", 98.4, "quoted by a third party", "probegen"),
+        ),
+        "fmnist": (
+            Published("DWSNet", 67.1, "quoted in ScaleGMN / Neural Graphs"),
+            Published("NFN-NP", 68.2, "quoted in ScaleGMN / Neural Graphs", "nfn-np"),
+            Published("NFN-HNP", 68.9, "quoted in ScaleGMN / Neural Graphs", "nfn-hnp"),
+            Published("NG-GNN", 68.0, "quoted in ScaleGMN / Neural Graphs", "graph-net"),
+            Published("ScaleGMN", 80.5, "quoted in ScaleGMN / Neural Graphs"),
+            Published("ProbeGen", 87.7, "quoted by a third party", "probegen"),
+        ),
+    },
+    "cnn": {
+        "cifar10-gs": (
+            Published("StatNN", 0.915, "quoted in ScaleGMN / Neural Graphs", TREES),
+            Published("NFN-NP", 0.922, "quoted in ScaleGMN / Neural Graphs", "nfn-np"),
+            Published("NFN-HNP", 0.934, "quoted in ScaleGMN / Neural Graphs", "nfn-hnp"),
+            Published("NG-GNN", 0.930, "quoted in ScaleGMN / Neural Graphs", "graph-net"),
+            Published("NG-T", 0.935, "quoted in ScaleGMN / Neural Graphs"),
+        ),
+    },
+}
+
+
+def comparison_section(kind: ZooKind, fast: bool = False) -> Section:
+    """Every method on a zoo of `kind` ("inr": SIREN classification; "cnn": CNN generalisation) as one section:
+    ProbeGen first (the reference), its probe-source controls, then every baseline, at the paper's Q (8 when
+    `fast`: the smoke run of CI)."""
+    if kind not in PROBING:
+        raise ValueError(f"unknown zoo kind {kind!r}; known: {sorted(PROBING)}")
+    variants = (*PROBING[kind].values(), *BASELINES.values())
+    return Section(f"baselines_{kind}", f"ProbeGen and the baselines ({kind.upper()} zoo)", kind, tuple(variants),
+                   base={"n_probes": 8 if fast else N_PROBES[kind]})
+
+
+def cost_table(result: SectionResult) -> pd.DataFrame:
+    """The comparison's table with its cost: per method the metric (mean, std, paired difference against ProbeGen
+    and its interval, as `compare_section`), trainable parameters (tree nodes for the trees), FLOPs per model and
+    `flops_vs_probegen` (the method's FLOPs over ProbeGen's), and train seconds (mean over seeds)."""
+    done = result.done
+    cost = done.groupby("variant", sort=False)[["n_params", "flops_per_model", "train_seconds"]].mean()
+    table = result.table.join(cost)
+    reference = result.section.reference
+    table["flops_vs_probegen"] = table["flops_per_model"] / table.loc[reference, "flops_per_model"]
+    return table
+
+
+def with_published(table: pd.DataFrame, kind: ZooKind, dataset: str, scale: float = 1.0) -> pd.DataFrame:
+    """`table` with a `published` column (the public zoo's number for the method it reimplements, times `scale`,
+    e.g. 0.01 for % → fraction) and a `published_as` column naming the published method; blank where none."""
+    rows = {p.ours: p for p in PUBLISHED.get(kind, {}).get(dataset, ()) if p.ours}
+    out = table.copy()
+    out["published"] = [rows[m].value * scale if m in rows else float("nan") for m in out.index]
+    out["published_as"] = [rows[m].method if m in rows else "" for m in out.index]
+    return out
+
+
+def published_table(kind: ZooKind) -> pd.DataFrame:
+    """Every published number for zoos of `kind`, one row per (data set, method)."""
+    return pd.DataFrame([{"dataset": d, "method": p.method, "value": p.value, "source": p.source,
+                          "reimplemented_here_as": p.ours or ""}
+                         for d, rows in PUBLISHED.get(kind, {}).items() for p in rows])
+
+
+def training_curves(result: SectionResult, folder: str | Path) -> pd.DataFrame:
+    """Per epoch, per run: the train loss and the val and test metric (long format: `variant`, `seed`, `epoch`,
+    `split`, `value`), read from each finished run's `metrics.json` under `folder/<section key>/`. The trees
+    (boosting stages, not epochs) are left out."""
+    rows = []
+    name = result.metric.removeprefix("test_")
+    for run in result.done.itertuples():
+        if run.variant == TREES:
+            continue
+        metrics = json.loads((Path(folder) / result.section.key / run.run_id / "metrics.json").read_text())
+        for record in metrics["history"]:
+            for split in ("val", "test"):
+                rows.append({"variant": run.variant, "seed": run.seed, "epoch": record["epoch"],
+                             "split": split, "value": record[f"{split}_{name}"]})
+            rows.append({"variant": run.variant, "seed": run.seed, "epoch": record["epoch"], "split": "train loss",
+                         "value": record["train_loss"]})
+    return pd.DataFrame(rows, columns=["variant", "seed", "epoch", "split", "value"])

@@ -1,0 +1,148 @@
+"""Notebook 06's comparison: which methods run on which zoo under which protocol, the cost table's arithmetic, the
+published numbers beside ours, and the training curves read back from run folders."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from probegen_nb.baselines.graph_net import GraphNetConfig
+from probegen_nb.baselines.nfn import NFNConfig
+from probegen_nb.baselines.statnn import StatNNConfig
+from probegen_nb.baselines.weight_mlp import WeightMLPConfig
+from probegen_nb.experiment.ablations import SectionResult, compare_section
+from probegen_nb.experiment.comparison import (
+    PUBLISHED,
+    comparison_section,
+    cost_table,
+    published_table,
+    training_curves,
+    with_published,
+)
+from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.evaluate import represent_all
+from probegen_nb.experiment.sweep import summarize_metrics
+from probegen_nb.experiment.train import train
+from probegen_nb.probes.coords import ProbeGenConfig, UniformConfig, VanillaConfig
+from probegen_nb.probes.dead_leaves import DeadLeavesConfig
+from probegen_nb.probes.images import ConvProbeGenConfig, ImageVanillaConfig
+from probegen_nb.viz.figures import metric_vs_flops, training_curves_plot
+
+BASELINE_ROWS = {"statnn": StatNNConfig(head="gbt"), "statnn-mlp": StatNNConfig(head="mlp"),
+                 "weight-mlp": WeightMLPConfig(augment=False), "weight-mlp+aug": WeightMLPConfig(augment=True),
+                 "nfn-np": NFNConfig(mode="np"), "nfn-hnp": NFNConfig(mode="hnp"), "graph-net": GraphNetConfig()}
+
+
+@pytest.mark.parametrize("kind, probing, q", [
+    ("inr", {"probegen": ProbeGenConfig(), "vanilla": VanillaConfig(), "uniform": UniformConfig()}, 128),
+    ("cnn", {"probegen": ConvProbeGenConfig(), "vanilla": ImageVanillaConfig(), "dead-leaves": DeadLeavesConfig()},
+     64)])
+def test_comparison_runs_every_method_at_the_papers_q(kind: str, probing: dict, q: int) -> None:
+    section = comparison_section(kind)
+    assert section.reference == "probegen" and section.variants[0].method == "probegen"
+    assert section.axis is None and section.zoo == kind
+    assert section.base == {"n_probes": q}  # the paper's Q: 128 for INR classification, 64 for CNN generalisation
+    got = {v.method: v.overrides for v in section.variants}
+    assert got == {**{m: {"probes": p} for m, p in probing.items()},
+                   **{m: {"baseline": b} for m, b in BASELINE_ROWS.items()}}
+    assert comparison_section(kind, fast=True).base == {"n_probes": 8}
+    with pytest.raises(ValueError, match="unknown zoo kind"):
+        comparison_section("transformer")  # type: ignore[arg-type]
+
+
+def _fake_result(tmp_path: Path) -> SectionResult:
+    """Two seeds of three methods with known metrics and costs, as `run_section` returns them."""
+    section = comparison_section("cnn")
+    rows = []
+    for seed in (0, 1):
+        for variant, tau, flops, params, secs in (("probegen", 0.80 + seed * 0.02, 1_000, 500, 10.0),
+                                                  ("nfn-np", 0.70 + seed * 0.04, 30_000, 900, 30.0 + seed),
+                                                  ("statnn", 0.75, 40, 12 + seed, 1.0)):
+            rows.append({"run_id": f"{variant}-{seed}", "variant": variant, "seed": seed, "test_kendall_tau": tau,
+                         "flops_per_model": flops, "n_params": params, "train_seconds": secs, "status": "done"})
+    results = pd.DataFrame(rows)
+    results = results.assign(method=results["variant"], x=None)
+    table = compare_section(section, results, "test_kendall_tau")
+    return SectionResult(section, results, table, "test_kendall_tau", "")
+
+
+def test_cost_table_adds_params_flops_ratio_and_seconds(tmp_path: Path) -> None:
+    table = cost_table(_fake_result(tmp_path))
+    assert list(table.index) == ["probegen", "statnn", "nfn-np"]  # the section's order, not the results'
+    assert table.loc["nfn-np", "flops_vs_probegen"] == pytest.approx(30.0)  # baseline / ProbeGen, not the inverse
+    assert table.loc["statnn", "flops_vs_probegen"] == pytest.approx(0.04)
+    assert table.loc["probegen", "flops_vs_probegen"] == pytest.approx(1.0)
+    assert table.loc["nfn-np", "train_seconds"] == pytest.approx(30.5)  # the mean over seeds
+    assert table.loc["statnn", "n_params"] == pytest.approx(12.5)
+    assert table.loc["nfn-np", "mean"] == pytest.approx(0.72)
+    assert table.loc["nfn-np", "diff"] == pytest.approx(-0.09)  # paired against ProbeGen: (−0.10 − 0.08) / 2
+
+
+def test_published_numbers_sit_beside_the_methods_that_reimplement_them(tmp_path: Path) -> None:
+    table = cost_table(_fake_result(tmp_path))
+    shown = with_published(table, "cnn", "cifar10-gs")
+    assert shown.loc["nfn-np", "published"] == pytest.approx(0.922) and shown.loc["nfn-np", "published_as"] == "NFN-NP"
+    assert shown.loc["statnn", "published"] == pytest.approx(0.915)
+    assert np.isnan(shown.loc["probegen", "published"]) and shown.loc["probegen", "published_as"] == ""
+    assert with_published(table, "cnn", "another-zoo")["published"].isna().all()  # nothing for a zoo of your own
+    inr = with_published(table.rename(index={"nfn-np": "graph-net"}), "inr", "fmnist", scale=0.01)
+    assert inr.loc["graph-net", "published"] == pytest.approx(0.680)  # % → fraction
+    everything = published_table("inr")
+    assert len(everything) == sum(len(v) for v in PUBLISHED["inr"].values())
+    assert {"DWSNet", "ScaleGMN"} <= set(everything["method"])  # the methods not reimplemented are listed too
+
+
+def test_training_curves_are_read_from_every_run_but_the_trees(tmp_path: Path) -> None:
+    result = _fake_result(tmp_path)
+    for run in result.results.itertuples():
+        folder = tmp_path / result.section.key / run.run_id
+        folder.mkdir(parents=True)
+        history = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val_kendall_tau": 0.1 * e + run.seed,
+                    "test_kendall_tau": 0.2 * e} for e in range(3)]
+        (folder / "metrics.json").write_text(json.dumps({"history": history}))
+    curves = training_curves(result, tmp_path)
+    assert set(curves["variant"]) == {"probegen", "nfn-np"}  # the trees' stages are not epochs
+    assert len(curves) == 2 * 2 * 3 * 3  # methods × seeds × epochs × (val, test, train loss)
+    val = curves[(curves["split"] == "val") & (curves["variant"] == "nfn-np") & (curves["seed"] == 1)]
+    assert val["value"].tolist() == pytest.approx([1.0, 1.1, 1.2])
+    fig = training_curves_plot(curves, "kendall_tau", "t")
+    assert len(fig.axes) == 2
+
+
+def test_metric_vs_flops_draws_one_point_per_method_on_a_log_axis(tmp_path: Path) -> None:
+    table = cost_table(_fake_result(tmp_path))
+    fig = metric_vs_flops(table, "test_kendall_tau", "t", probing=("probegen",))
+    assert [t.name for t in fig.data] == ["probegen", "statnn", "nfn-np"]
+    assert fig.layout.xaxis.type == "log"
+    assert [t.marker.symbol for t in fig.data] == ["circle", "square", "square"]
+    assert fig.data[2].x[0] == 30_000 and fig.data[2].y[0] == pytest.approx(0.72)
+
+
+def test_runs_record_every_trained_parameter(class_shift_zoo) -> None:
+    """`n_params` counts the encoder of a baseline too, not only its predictor; old probing runs without it read
+    back as probes + predictor."""
+    zoo = class_shift_zoo
+    run = train(RunConfig(epochs=1, baseline=NFNConfig(mode="np"), max_train_models=16), zoo, progress=False)
+    m = run.metrics
+    assert m["n_params"] == sum(p.numel() for p in run.model.parameters()) > m["predictor_params"]
+    old = {k: v for k, v in train(RunConfig(epochs=1, max_train_models=16), zoo, progress=False).metrics.items()
+           if k != "n_params"}
+    assert summarize_metrics(old)["n_params"] == old["probe_params"] + old["predictor_params"]
+
+
+def test_graph_net_evaluates_in_cache_sized_batches_with_the_same_answers(class_shift_zoo) -> None:
+    zoo = class_shift_zoo
+    model = GraphNetConfig().build(zoo, 3, 32, 1, torch.Generator().manual_seed(0)).eval()
+    sizes = []
+    represent = model.represent
+    model.represent = lambda params: (sizes.append(len(next(iter(params.values())))), represent(params))[1]
+    small = represent_all(model, zoo)
+    assert max(sizes) == model.eval_batch_size == 16 and len(zoo) > 16
+    sizes.clear()
+    model.eval_batch_size = 4096
+    whole = represent_all(model, zoo)
+    assert sizes == [len(zoo)]  # the negative control: one batch when the model allows it
+    assert torch.allclose(small, whole, atol=1e-5)
