@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--n-eval", type=int, default=CNNZooRecipe.n_eval,
                    help="accuracy labels on a sample of this many images (default: the whole test set and subset)")
     c.add_argument("--chunk-size", type=int, default=32, help="CNNs trained at once")
+    c.add_argument("--weights-dtype", choices=["float32", "float16"], default="float32",
+                   help="how the file stores the weights (float16: half the size; loads as float32)")
     c.add_argument("--wild-park-archs", type=int, default=0,
                    help="N > 0: a CNN Wild Park-style zoo over N random architectures (use --dataset cifar10)")
     c.add_argument("--seed", type=int, default=0)
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         # by name: dask workers load the data set themselves
         cnn_zoo = build_cnn_zoo(args.dataset, args.out, args.n_runs, recipe, chunk_size=args.chunk_size,
                                 seed=args.seed, device=args.device, overwrite=args.overwrite, architectures=archs,
-                                engine=build_engine(args))
+                                engine=build_engine(args), weights_dtype=args.weights_dtype)
         acc = cnn_zoo.table["test_acc"]
         print(f"wrote {args.out}: {len(cnn_zoo)} checkpoints of {args.n_runs} CNNs, test accuracy median "
               f"{acc.median():.3f}, IQR {acc.quantile(0.75) - acc.quantile(0.25):.3f}, max {acc.max():.3f}")

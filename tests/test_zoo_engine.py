@@ -185,8 +185,10 @@ def test_cli_zoo_builds_take_an_engine(digits, stripes, tmp_path, monkeypatch) -
     assert seen == [("plan", None), ("plan", EngineConfig("dask", address="tcp://127.0.0.1:8786", n_workers=3)),
                     ("mnist", EngineConfig("dask"))]
     cli.main(["build-cnn-zoo", "--dataset", "mnist", "--out", str(tmp_path / "d"), "--n-runs", "2", "--epochs", "1.5",
-              "--batch-size", "10", "--padding", "1", "--checkpoint-epochs", "0.5", "1", "--device", "cpu"])
+              "--batch-size", "10", "--padding", "1", "--checkpoint-epochs", "0.5", "1", "--device", "cpu",
+              "--weights-dtype", "float16"])
     meta = json.loads((tmp_path / "d" / "zoo.json").read_text())
+    assert meta["weights_dtype"] == "float16"
     recipe = meta["build"]["recipe"]
     assert (recipe["epochs"], recipe["batch_size"], recipe["padding"], recipe["checkpoint_epochs"]) == (
         1.5, 10, 1, [0.5, 1.0])

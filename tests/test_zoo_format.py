@@ -378,3 +378,36 @@ def test_stack_state_dicts_names_the_bad_item(params: dict[str, torch.Tensor], b
     assert str(e.value).startswith("c.pth: ") and quoted in str(e.value)
     with pytest.raises(ZooFormatError, match="^model 2: "):
         stack_state_dicts(sds, SPEC)
+
+
+# ---------------------------------------------------------------- float16 storage
+
+
+def test_float16_storage_halves_the_file_and_loads_as_float32(zoo: Zoo, params: dict[str, torch.Tensor],
+                                                              tmp_path: Path) -> None:
+    full = save_zoo(zoo, tmp_path / "f32")
+    half = save_zoo(zoo, tmp_path / "f16", weights_dtype="float16")
+    ratio = (half / "weights.safetensors").stat().st_size / (full / "weights.safetensors").stat().st_size
+    assert 0.45 < ratio < 0.6  # the header is the same size in both
+    assert json.loads((half / "zoo.json").read_text())["weights_dtype"] == "float16"
+    back = load_zoo(half)
+    for k, v in params.items():
+        assert back.params[k].dtype == torch.float32
+        assert torch.equal(back.params[k], v.half().float())  # rounded once, nothing else
+    assert not all(torch.equal(back.params[k], v) for k, v in params.items())  # it did round (negative control)
+
+
+def test_float16_storage_refuses_values_beyond_its_range(zoo: Zoo, tmp_path: Path) -> None:
+    zoo.params["seq.0.weight"][2, 0, 0] = 7e4  # float16's max is 65504
+    with pytest.raises(ValueError, match="seq.0.weight has values beyond float16's range"):
+        save_zoo(zoo, tmp_path / "f16", weights_dtype="float16")
+    assert not list(tmp_path.iterdir())  # nothing half-written
+    with pytest.raises(ValueError, match="weights_dtype 'int8'"):
+        save_zoo(zoo, tmp_path / "i8", weights_dtype="int8")
+
+
+def test_a_file_whose_dtype_disagrees_with_zoo_json_is_named(folder: Path, params: dict[str, torch.Tensor]) -> None:
+    save_file({k: v.double() for k, v in params.items()}, folder / "weights.safetensors")
+    assert_names(load_error(folder), str(folder), "weights.safetensors", "is float64", "says the weights are float32")
+    rewrite_json(folder, lambda m: m.update(weights_dtype="bfloat8"))
+    assert_names(load_error(folder), "zoo.json", "weights_dtype 'bfloat8'")

@@ -38,11 +38,16 @@ FORMAT_VERSION = 1
 FILES = ("weights.safetensors", "models.csv", "zoo.json")
 
 
-def save_zoo(zoo: AnyZoo, folder: str | Path, overwrite: bool = False) -> Path:
+STORED_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # how weights may sit in the file
+
+
+def save_zoo(zoo: AnyZoo, folder: str | Path, overwrite: bool = False, weights_dtype: str = "float32") -> Path:
     """Write the three files into a temp sibling folder, then rename it into place.
 
     A MixedZoo stores `archs` (one spec per group) in zoo.json, an `arch` column in models.csv and its tensors
-    as `arch<g>.<name>` in weights.safetensors."""
+    as `arch<g>.<name>` in weights.safetensors. `weights_dtype="float16"` halves the file (committed zoos); the
+    weights are rounded once, `load_zoo` returns float32, and zoo.json records it. A value beyond float16's range
+    is refused rather than stored as inf."""
     folder = Path(folder)
     if folder.exists() and not overwrite:
         raise FileExistsError(f"{folder} exists; pass overwrite=True to replace it")
@@ -55,10 +60,18 @@ def save_zoo(zoo: AnyZoo, folder: str | Path, overwrite: bool = False) -> Path:
             arch: dict[str, Any] = {"archs": [z.spec.to_dict() for z in zoo.groups]}
         else:
             tensors, arch = zoo.params, {"arch": zoo.spec.to_dict()}
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / "weights.safetensors",
+        if weights_dtype not in STORED_DTYPES:
+            raise ValueError(f"save_zoo: weights_dtype {weights_dtype!r} is not one of {sorted(STORED_DTYPES)}")
+        stored = {k: v.detach().cpu().to(STORED_DTYPES[weights_dtype]).contiguous() for k, v in tensors.items()}
+        for k, v in stored.items():
+            if not bool(v.isfinite().all()) and bool(tensors[k].isfinite().all()):
+                raise ValueError(f"save_zoo: {k} has values beyond {weights_dtype}'s range (max |w| "
+                                 f"{tensors[k].abs().max().item():.3g}); store it as float32")
+        save_file(stored, tmp / "weights.safetensors",
                   metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
         zoo.table.to_csv(tmp / "models.csv", index=False)
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "n_models": len(zoo), **arch,
+                "weights_dtype": weights_dtype,
                 "task": {"label_column": zoo.task.label_column, "n_classes": zoo.task.n_classes},
                 "build": zoo.info}
         (tmp / "zoo.json").write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
@@ -100,6 +113,14 @@ def load_zoo(folder: str | Path, device: str | torch.device = "cpu") -> AnyZoo:
         params = load_file(folder / "weights.safetensors", device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise err("weights.safetensors", f"unreadable, truncated or corrupt ({e})") from None
+    stored = meta.get("weights_dtype", "float32")  # zoos written before it was recorded are float32
+    if stored not in STORED_DTYPES:
+        raise err("zoo.json", f"weights_dtype {stored!r} is not one of {sorted(STORED_DTYPES)}")
+    for k, v in params.items():
+        if v.dtype != STORED_DTYPES[stored]:
+            raise err("weights.safetensors", f"tensor {k!r} is {str(v.dtype).removeprefix('torch.')}, but zoo.json "
+                                             f"says the weights are {stored}")
+    params = {k: v.float() for k, v in params.items()}  # a zoo computes in float32 whatever it is stored as
     try:
         table = pd.read_csv(folder / "models.csv", keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:

@@ -321,7 +321,8 @@ def wild_park_space_size(depths: tuple[int, ...], channels: tuple[int, ...], ker
 def build_cnn_zoo(dataset: ImageDataset | DatasetName, out_dir: str | Path, n_runs: int,
                   recipe: CNNZooRecipe = CNNZooRecipe(), split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
                   chunk_size: int = 32, seed: int = 0, device: str | torch.device = "auto", overwrite: bool = False,
-                  architectures: list[CNNSpec] | None = None, engine: EngineConfig | None = None) -> MixedZoo:
+                  architectures: list[CNNSpec] | None = None, engine: EngineConfig | None = None,
+                  weights_dtype: str = "float32") -> MixedZoo:
     """Train `n_runs` CNNs and write a mixed zoo with one group per architecture: one row per run at its final
     checkpoint, plus one per `recipe.checkpoint_epochs` (or `recipe.checkpoints` with fixed `steps`).
 
@@ -337,7 +338,9 @@ def build_cnn_zoo(dataset: ImageDataset | DatasetName, out_dir: str | Path, n_ru
     needs the whole data set: given by name (`load_dataset`), Dask workers load it themselves; an `ImageDataset`
     travels with each task (fine for small ones, e.g. a `sample`). The same parameters give the same zoo whatever
     the engine, bit for bit on the CPU at the same thread count (convolutions round differently at another count).
-    Resumable through any engine, like `build_inr_zoo`; a failing chunk raises a `ChunkError` after the others."""
+    Resumable through any engine, like `build_inr_zoo`; a failing chunk raises a `ChunkError` after the others.
+    `weights_dtype="float16"` stores the weights rounded to half precision (`save_zoo`), for zoos to commit; the
+    labels are computed from the float32 weights."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True to rebuild it")
@@ -411,7 +414,7 @@ def build_cnn_zoo(dataset: ImageDataset | DatasetName, out_dir: str | Path, n_ru
             "recipe": asdict(recipe), "seed": seed, "n_runs": n_runs, "device": str(dev), **engine_info(engine),
             "build_seconds_this_run": round(time.perf_counter() - t0, 1), "software": software_versions()}
     zoo = MixedZoo(tuple(groups), Task("test_acc", None), info)
-    save_zoo(zoo, out_dir, overwrite=overwrite)
+    save_zoo(zoo, out_dir, overwrite=overwrite, weights_dtype=weights_dtype)
     job.finish()
     return zoo
 
