@@ -146,3 +146,34 @@ def test_graph_net_evaluates_in_cache_sized_batches_with_the_same_answers(class_
     whole = represent_all(model, zoo)
     assert sizes == [len(zoo)]  # the negative control: one batch when the model allows it
     assert torch.allclose(small, whole, atol=1e-5)
+
+
+def test_the_underfitting_diagnosis_varies_only_lr_and_epochs_of_nfn_hnp() -> None:
+    from probegen_nb.experiment.comparison import underfitting_section
+
+    section = underfitting_section("inr")
+    assert section.reference == "nfn-hnp" and section.zoo == "inr"
+    got = {v.name: {k: x for k, x in v.overrides.items() if k != "baseline"} for v in section.variants}
+    assert got == {"nfn-hnp": {}, "nfn-hnp lr=0.001": {"lr": 1e-3}, "nfn-hnp 100 epochs": {"epochs": 100},
+                   "nfn-hnp lr=0.001, 100 epochs": {"lr": 1e-3, "epochs": 100}}
+    assert all(v.overrides["baseline"] == NFNConfig(mode="hnp") for v in section.variants)
+    assert max(v.overrides.get("epochs", 0) for v in underfitting_section("inr", fast=True).variants) == 4
+
+
+def test_diagnosis_table_reads_the_final_train_loss_and_names_the_best_variant() -> None:
+    from probegen_nb.experiment.ablations import SectionResult
+    from probegen_nb.experiment.comparison import describe_diagnosis, diagnosis_table, underfitting_section
+
+    section = underfitting_section("inr")
+    names = [v.name for v in section.variants]
+    results = pd.DataFrame({"variant": names, "seed": 0, "test_accuracy": [0.33, 0.52, 0.45, 0.61],
+                            "best_epoch": [19, 28, 90, 97], "status": "done"})
+    curves = pd.DataFrame([{"variant": n, "seed": 0, "epoch": e, "split": split, "value": v}
+                           for n, last in zip(names, (1.7, 0.9, 1.1, 0.2)) for e in (1, 0)  # epochs out of order
+                           for split, v in (("train loss", last if e == 1 else 2.3), ("val", 0.5))])
+    table = diagnosis_table(SectionResult(section, results, pd.DataFrame(), "test_accuracy", ""), curves)
+    assert list(table.index) == names
+    assert table["final_train_loss"].tolist() == pytest.approx([1.7, 0.9, 1.1, 0.2])  # the last epoch's, not the first
+    text = describe_diagnosis(table, "test_accuracy", "nfn-hnp")
+    assert "nfn-hnp reaches 0.330 with final train loss 1.700" in text
+    assert "nfn-hnp lr=0.001, 100 epochs, reaches 0.610 (+0.280) with final train loss 0.200" in text

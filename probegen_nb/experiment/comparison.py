@@ -100,6 +100,23 @@ def comparison_section(kind: ZooKind, fast: bool = False) -> Section:
                    base={"n_probes": 8 if fast else N_PROBES[kind]})
 
 
+LONG_EPOCHS = 100  # the diagnosis' longer schedule (the protocol's is 30)
+HIGH_LR = 1e-3  # the diagnosis' higher learning rate (the protocol's is 3e-4)
+
+
+def underfitting_section(kind: ZooKind, fast: bool = False) -> Section:
+    """Does the strongest weight-space network lose here because it cannot fit its train zoo in the protocol's 30
+    epochs at lr 3e-4? NFN-HNP as in the comparison (the reference), with lr 1e-3, with 100 epochs, and with both
+    (`fast`: 4 epochs instead of 100)."""
+    nfn = {"baseline": NFNConfig(mode="hnp")}
+    epochs = 4 if fast else LONG_EPOCHS
+    variants = (Variant("nfn-hnp", nfn), Variant(f"nfn-hnp lr={HIGH_LR:g}", {**nfn, "lr": HIGH_LR}),
+                Variant(f"nfn-hnp {epochs} epochs", {**nfn, "epochs": epochs}),
+                Variant(f"nfn-hnp lr={HIGH_LR:g}, {epochs} epochs", {**nfn, "lr": HIGH_LR, "epochs": epochs}))
+    return Section(f"underfitting_{kind}", f"Does NFN-HNP underfit under the protocol? ({kind.upper()} zoo)", kind,
+                   variants, reference="nfn-hnp", base={"n_probes": 8 if fast else N_PROBES[kind]})
+
+
 def cost_table(result: SectionResult) -> pd.DataFrame:
     """The comparison's table with its cost: per method the metric (mean, std, paired difference against ProbeGen
     and its interval, as `compare_section`), trainable parameters (tree nodes for the trees), FLOPs per model and
@@ -146,3 +163,27 @@ def training_curves(result: SectionResult, folder: str | Path) -> pd.DataFrame:
             rows.append({"variant": run.variant, "seed": run.seed, "epoch": record["epoch"], "split": "train loss",
                          "value": record["train_loss"]})
     return pd.DataFrame(rows, columns=["variant", "seed", "epoch", "split", "value"])
+
+
+def diagnosis_table(result: SectionResult, curves: pd.DataFrame) -> pd.DataFrame:
+    """Per variant of `underfitting_section`: the test metric (mean over seeds), the train loss after the last
+    epoch (mean over seeds; a loss far above 0 is a model that has not fitted its train zoo) and the best epoch."""
+    loss = curves[curves["split"] == "train loss"].sort_values("epoch").groupby(["variant", "seed"])["value"].last()
+    done = result.done
+    table = pd.DataFrame({
+        result.metric: done.groupby("variant", sort=False)[result.metric].mean(),
+        "final_train_loss": loss.groupby("variant").mean(),
+        "best_epoch": done.groupby("variant", sort=False)["best_epoch"].mean(),
+    })
+    return table.loc[[v.name for v in result.section.variants if v.name in table.index]]
+
+
+def describe_diagnosis(table: pd.DataFrame, metric: str, reference: str) -> str:
+    """One sentence read off `diagnosis_table`: the best variant, its gain over the reference, and whether the
+    reference had fitted its train zoo (its final train loss against the best variant's)."""
+    best = table[metric].idxmax()
+    gain = table.loc[best, metric] - table.loc[reference, metric]
+    return (f"{reference} reaches {table.loc[reference, metric]:.3f} with final train loss "
+            f"{table.loc[reference, 'final_train_loss']:.3f}; the best variant, {best}, reaches "
+            f"{table.loc[best, metric]:.3f} ({gain:+.3f}) with final train loss "
+            f"{table.loc[best, 'final_train_loss']:.3f}.")
