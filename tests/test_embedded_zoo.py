@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from probegen_nb.core.zoo_io import load_zoo
@@ -36,3 +37,25 @@ def test_weight_std_within_25_percent_of_public(zoo) -> None:
 def test_reconstructions_reach_20_db(zoo) -> None:
     assert zoo.table["psnr"].mean() >= 20.0
     assert zoo.info["recipe"]["steps"] == 1000 and zoo.info["recipe"]["lr"] == 5e-4
+
+
+def test_layer_weight_std_of_a_mixed_zoo_pools_its_groups() -> None:
+    """The Small CNN Zoo's relu and tanh groups are one weight space: their std is taken over both, which is not
+    the mean of the two groups' (the negative control)."""
+    import torch
+
+    from probegen_nb.core.arch.cnn import CNNSpec
+    from probegen_nb.core.zoo import MixedZoo, Task, Zoo
+
+    spec_r, spec_t = CNNSpec.small_cnn_zoo(1, "relu"), CNNSpec.small_cnn_zoo(1, "tanh")
+    g = torch.Generator().manual_seed(0)
+    groups = []
+    for spec, shift in ((spec_r, -1.0), (spec_t, 1.0)):
+        params = {k: torch.randn(8, *s, generator=g) * 0.1 + shift for k, s in spec.param_shapes().items()}
+        table = pd.DataFrame({"model_id": range(8), "split": "train", "test_acc": 0.5})
+        groups.append(Zoo(spec, params, table, Task("test_acc", None)))
+    groups[1].table["model_id"] += 8
+    pooled = layer_weight_std(MixedZoo(tuple(groups), Task("test_acc", None)))
+    assert len(pooled) == 4 and all(0.9 < s < 1.1 for s in pooled)  # the ±1 shift between groups dominates
+    per_group = [layer_weight_std(z) for z in groups]
+    assert all(max(a, b) < 0.15 for a, b in zip(*per_group))
