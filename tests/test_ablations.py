@@ -24,6 +24,11 @@ def test_the_grids_are_the_papers_ablations() -> None:
     assert {v.method for v in grid["n_probes"].variants} == {"probegen", "vanilla", "uniform"}
     assert sorted({v.x for v in grid["n_probes_images"].variants}) == [16, 32, 64, 128]
     assert sorted({v.x for v in grid["train_size"].variants}) == [250, 500, 1000, 2000, 4000]
+    assert sorted({v.x for v in grid["train_size_images"].variants}) == [175, 350, 700, 1400]
+    assert {v.method for v in grid["train_size_images"].variants} == {"probegen", "dead-leaves"}
+    assert grid["train_size_images"].zoo == "cnn" and grid["train_size_images"].base == {"n_probes": 64}
+    assert [v.overrides["probes"].unit_variance_init for v in grid["image_sources"].variants
+            if v.method.startswith("probegen (unit")] == [True]
     assert sorted({v.x for v in grid["regularisation"].variants if v.x is not None}) == [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
     gens = [v.overrides["probes"] for v in grid["generator"].variants]
     assert sorted({g.depth for g in gens}) == [1, 2, 3, 4, 6]

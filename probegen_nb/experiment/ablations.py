@@ -82,20 +82,23 @@ def sections(fast: bool = False) -> dict[str, Section]:
     conv = ConvProbeGenConfig()
     images = [Variant("probegen", {"probes": conv}),
               *[Variant(f"probegen+{a}", {"probes": ConvProbeGenConfig(activation=a)}) for a in ACTIVATIONS],
+              Variant("probegen (unit-variance init)", {"probes": ConvProbeGenConfig(unit_variance_init=True)}),
               Variant("fc-linear", {"probes": LinearImageGenConfig()}),
               Variant("vanilla", {"probes": ImageVanillaConfig()}),
               Variant("dead-leaves", {"probes": DeadLeavesConfig()}),
               Variant("gaussian", {"probes": ImageGaussianConfig()}),
               Variant("mnist-digits", {"probes": RealImagesConfig(dataset="mnist")})]
     if fast:
-        images = [images[0], images[1], images[5], images[6], images[-1]]
+        images = [images[0], images[1], images[6], images[7], images[-1]]
+    image_sizes = (64, 128) if fast else (175, 350, 700, 1400)
+    against_dead_leaves = (("probegen", conv), ("dead-leaves", DeadLeavesConfig()))
     found = {
         "n_probes": Section("n_probes", "1. Number of probes Q (MNIST INRs)", "inr", tuple(
             Variant(m, {"probes": p, "n_probes": q}, q) for q in qs for m, p in INR_METHODS.items()),
             axis="Q (probes)", log_x=True),
         "n_probes_images": Section("n_probes_images", "1b. Number of probes Q (CIFAR10-GS CNNs)", "cnn", tuple(
             Variant(m, {"probes": p, "n_probes": q}, q) for q in image_qs
-            for m, p in (("probegen", conv), ("dead-leaves", DeadLeavesConfig()))), axis="Q (probes)", log_x=True),
+            for m, p in against_dead_leaves), axis="Q (probes)", log_x=True),
         "generator": Section("generator", "2. Generator depth, width and latent size (MNIST INRs)", "inr", tuple(gen)),
         "nonlinear": Section("nonlinear", "3. Linear vs non-linear generator (MNIST INRs)", "inr", tuple(nonlinear)),
         "regularisation": Section("regularisation", "4. Weight decay on the probes instead of linearity (MNIST INRs)",
@@ -105,6 +108,11 @@ def sections(fast: bool = False) -> dict[str, Section]:
         "train_size": Section("train_size", "6. Train-zoo size (MNIST INRs)", "inr", tuple(
             Variant(m, {"probes": p, "max_train_models": n}, n) for n in sizes for m, p in INR_METHODS.items()),
             axis="train models", log_x=True),
+        "train_size_images": Section("train_size_images", "6b. Train-zoo size (CIFAR10-GS CNNs; at most the zoo's)",
+                                     "cnn", tuple(Variant(m, {"probes": p, "max_train_models": n}, n)
+                                                  for n in image_sizes
+                                                  for m, p in against_dead_leaves),
+                                     axis="train models", log_x=True, base={"n_probes": 8 if fast else 64}),
     }
     return found
 
