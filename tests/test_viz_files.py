@@ -68,3 +68,42 @@ def test_save_figure_png_off_and_unknown_type(tmp_path: Path) -> None:
     assert save_figure(_plotly_figure(), tmp_path / "f", png=False) == [tmp_path / "f.html"]
     with pytest.raises(TypeError, match="cannot save a str"):
         save_figure("not a figure", tmp_path / "x")
+
+
+def test_a_failed_render_is_retried_once_in_a_fresh_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under load kaleido can render before its page script has loaded; a second browser then renders the figure.
+    A render that keeps failing raises after RENDER_ATTEMPTS browsers (no endless retry)."""
+    from probegen_nb.viz import browser
+
+    sessions: list[object] = []
+
+    class FlakySession:  # fails in the first browser, renders in the next
+        def __init__(self, path: str, timeout: float) -> None:
+            self.path = path
+            sessions.append(self)
+
+        def png(self, fig_dict: dict, scale: float) -> bytes:
+            if len(sessions) == 1:
+                raise RuntimeError("ReferenceError: kaleido_scopes is not defined")
+            return b"\\x89PNG fake"
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(browser, "_require_chromium", lambda: "/fake/chromium")
+    monkeypatch.setattr(browser, "_KaleidoSession", FlakySession)
+    monkeypatch.setattr(browser, "_session", None)
+    out = browser.write_plotly_png(_plotly_figure(), tmp_path / "f.png")
+    assert out.read_bytes() == b"\\x89PNG fake" and len(sessions) == 2
+
+    class BrokenSession(FlakySession):
+        def png(self, fig_dict: dict, scale: float) -> bytes:
+            raise RuntimeError("still broken")
+
+    sessions.clear()
+    monkeypatch.setattr(browser, "_session", None)  # the first part left its working browser open
+    monkeypatch.setattr(browser, "_KaleidoSession", BrokenSession)
+    with pytest.raises(RuntimeError, match="still broken"):
+        browser.write_plotly_png(_plotly_figure(), tmp_path / "g.png")
+    assert len(sessions) == browser.RENDER_ATTEMPTS == 2
+    assert not (tmp_path / "g.png").exists()

@@ -163,6 +163,9 @@ class _KaleidoSession:
 
 
 _session: _KaleidoSession | None = None
+# on a loaded machine a render can run before kaleido's page script has loaded ("kaleido_scopes is not defined"):
+# a fresh browser then renders the figure
+RENDER_ATTEMPTS = 2
 _session_lock = threading.Lock()
 _failed_to_start: dict[str, Exception] = {}  # Chromium path -> its error: a browser that would not start is not retried
 
@@ -176,21 +179,24 @@ def write_plotly_png(fig: Any, out: str | Path, scale: float = 2.0, timeout: flo
     path = _require_chromium()
     fig_dict = fig.to_dict() if hasattr(fig, "to_dict") else dict(fig)  # in the caller's thread (widgets)
     with _session_lock:
-        if path in _failed_to_start:
-            raise _failed_to_start[path].with_traceback(None)  # the same error, so callers can tell it is a repeat
-        if _session is not None and _session.path != path:
-            close_kaleido()
-        if _session is None:
+        for attempt in range(RENDER_ATTEMPTS):
+            if path in _failed_to_start:
+                raise _failed_to_start[path].with_traceback(None)  # the same error, so callers can tell a repeat
+            if _session is not None and _session.path != path:
+                close_kaleido()
+            if _session is None:
+                try:
+                    _session = _KaleidoSession(path, timeout)
+                except Exception as e:
+                    _failed_to_start[path] = e
+                    raise
             try:
-                _session = _KaleidoSession(path, timeout)
-            except Exception as e:
-                _failed_to_start[path] = e
-                raise
-        try:
-            data = _session.png(fig_dict, scale)
-        except Exception:
-            close_kaleido()  # a failed render may leave the tab wedged: start afresh next time
-            raise
+                data = _session.png(fig_dict, scale)
+                break
+            except Exception:
+                close_kaleido()  # a failed render may leave the tab wedged: start afresh
+                if attempt == RENDER_ATTEMPTS - 1:
+                    raise
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)
