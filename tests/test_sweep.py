@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from safetensors.torch import load_file
 import probegen_nb.experiment.sweep as sweep_mod
 from probegen_nb import cli
 from probegen_nb.core.engine import EngineConfig
-from probegen_nb.core.zoo_io import load_zoo, save_zoo
+from probegen_nb.core.zoo_io import load_zoo, save_zoo, zoo_fingerprint
 from probegen_nb.experiment import quickstart
 from probegen_nb.experiment.claims import Claim
 from probegen_nb.experiment.config import RunConfig
@@ -261,3 +262,50 @@ def test_notebook_00_trains_through_the_sweep() -> None:
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     assert "run_sweep(" in code and "quickstart_sweep(" in code and "check_seeds(" in code
     assert "train(" not in code and "Claim(" not in code and "ProbeGenConfig" not in code
+
+
+def test_a_zoo_rebuilt_at_the_same_path_makes_its_finished_runs_train_again(zoo_dir: Path, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run ids hash the config, which names the zoo by path: the recorded fingerprint is what tells a rebuilt zoo."""
+    zoo_copy = tmp_path / "zoo"
+    shutil.copytree(zoo_dir, zoo_copy)
+    runs = grid(small(zoo_copy), VARIANTS, seeds=[0])
+    sweep = Sweep("rebuilt", runs, tmp_path / "sweep")
+    run_sweep(sweep, progress=False)
+    recorded = {(tmp_path / "sweep" / r.run_id / sweep_mod.ZOO_FILE).read_text().strip() for r in runs}
+    assert recorded == {zoo_fingerprint(zoo_copy)}
+    trained = []
+    real_train = sweep_mod.train
+    monkeypatch.setattr(sweep_mod, "train", lambda config, *a, **kw: trained.append(config) or
+                        real_train(config, *a, **kw))
+    run_sweep(sweep, progress=False)
+    assert trained == [], "the same zoo: every run is read back"
+
+    zoo = load_zoo(zoo_copy)  # rebuilt in place: other labels, the same path
+    zoo.table["label"] = (zoo.table["label"] + 1) % 10
+    save_zoo(zoo, zoo_copy, overwrite=True)
+    with pytest.warns(UserWarning, match=r"2 finished run\(s\) were trained on another zoo"):
+        run_sweep(sweep, progress=False)
+    assert trained == [r.config for r in runs]
+    recorded = {(tmp_path / "sweep" / r.run_id / sweep_mod.ZOO_FILE).read_text().strip() for r in runs}
+    assert recorded == {zoo_fingerprint(zoo_copy)}
+
+    trained.clear()  # a run from before fingerprints were recorded is read back, whatever the zoo
+    (tmp_path / "sweep" / runs[0].run_id / sweep_mod.ZOO_FILE).unlink()
+    save_zoo(load_zoo(zoo_dir), zoo_copy, overwrite=True)
+    with pytest.warns(UserWarning, match=r"1 finished run\(s\)"):
+        run_sweep(sweep, progress=False)
+    assert trained == [runs[1].config]
+
+
+def test_the_zoo_fingerprint_reads_every_file_and_not_the_path(zoo_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(zoo_dir, copy)
+    assert zoo_fingerprint(copy) == zoo_fingerprint(zoo_dir)
+    for name in ("weights.safetensors", "models.csv", "zoo.json"):
+        changed = tmp_path / name
+        shutil.copytree(zoo_dir, changed)
+        data = bytearray((changed / name).read_bytes())
+        data[-2] ^= 1
+        (changed / name).write_bytes(bytes(data))
+        assert zoo_fingerprint(changed) != zoo_fingerprint(zoo_dir), name

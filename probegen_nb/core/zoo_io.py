@@ -12,6 +12,7 @@ and the first offending model. Saving writes a sibling temp folder and renames i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -36,6 +37,18 @@ FORMAT_VERSION = 1
 
 
 FILES = ("weights.safetensors", "models.csv", "zoo.json")
+
+
+def zoo_fingerprint(folder: str | Path) -> str:
+    """16 hex digits of the SHA-256 of the zoo's three files (names and bytes). A sweep records it with every run,
+    so a run trained on a zoo that was since rebuilt at the same path is trained again, not read back."""
+    digest = hashlib.sha256()
+    for name in FILES:
+        digest.update(name.encode())
+        with open(Path(folder) / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 STORED_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # how weights may sit in the file

@@ -5,8 +5,10 @@ A sweep is a name, a list of runs (a `RunConfig` and the name of its variant) an
     <folder>/sweep.json        the grid: name, variants, every run's id and config
     <folder>/results.csv       one row per finished run (done or failed), rewritten atomically after each
     <folder>/<run id>/         a `train()` run folder; the id is a stable hash of the run's config
+    <folder>/<run id>/zoo.sha256   the fingerprint of the zoo files the run was trained on
 
-Rerunning a sweep skips the runs whose folders are finished (their results read back from `metrics.json`), redoes
+Rerunning a sweep skips the runs whose folders are finished (their results read back from `metrics.json`) on the
+zoo that is there now (a run whose recorded zoo fingerprint differs is trained again, with a warning), redoes
 from scratch any run that was killed mid-way (a folder without `metrics.json`), and retries failed runs; a run
 is in `results.csv` once, whatever happened before. A run that raises (a NaN loss, a zoo that is not there, a probe
 config that does not fit) is recorded as failed with its error and the sweep goes on. Runs go through
@@ -20,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -31,7 +34,7 @@ from tqdm.auto import tqdm
 from probegen_nb.core.engine import EngineConfig, TaskError, map_tasks
 from probegen_nb.core.jobs import write_json_atomic, write_text_atomic
 from probegen_nb.core.zoo import AnyZoo
-from probegen_nb.core.zoo_io import load_zoo
+from probegen_nb.core.zoo_io import load_zoo, zoo_fingerprint
 from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.runs import SWEEP_FILE, is_run_folder, resolve_zoo_dir
 from probegen_nb.experiment.train import train
@@ -39,6 +42,7 @@ from probegen_nb.probes.registry import ProbeConfig
 
 RESULTS_FILE = "results.csv"
 FAILED_FILE = "failed.json"  # in a run folder: the error of a run that failed
+ZOO_FILE = "zoo.sha256"  # in a run folder: `zoo_fingerprint` of the zoo it was trained on (older runs lack it)
 SUMMARY_KEYS = ("best_epoch", "flops_per_model", "n_params", "train_seconds")  # besides the metric's three numbers
 
 
@@ -137,10 +141,14 @@ def summarize_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {k: metrics[k] for k in keys}
 
 
-def train_task(config: RunConfig, folder: str, zoo_search: tuple[str, ...], zoo: AnyZoo | None = None
-               ) -> dict[str, Any]:
+def train_task(config: RunConfig, folder: str, zoo_search: tuple[str, ...], zoo: AnyZoo | None = None,
+               fingerprint: str | None = None) -> dict[str, Any]:
     """What an engine runs: train one config into its folder and return its summary. The zoo is loaded from
-    `config.zoo_dir` (relative paths also from `zoo_search`) unless given (local engine)."""
+    `config.zoo_dir` (relative paths also from `zoo_search`) unless given (local engine); `fingerprint` (the
+    zoo's, when its folder was found) is written first, so every finished run has it."""
+    if fingerprint is not None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        write_text_atomic(Path(folder) / ZOO_FILE, fingerprint + "\n")
     if zoo is None:
         zoo = load_zoo(resolve_zoo_dir(config.zoo_dir, zoo_search))
     return summarize_metrics(train(config, zoo, out_dir=folder, progress=False).metrics)
@@ -160,6 +168,15 @@ def run_sweep(sweep: Sweep, engine: EngineConfig = EngineConfig(), zoo: AnyZoo |
     varied = varied_fields([run.config for run in sweep.runs])
     rows: dict[str, dict[str, Any]] = {}
     pending: list[SweepRun] = []
+    fingerprints = _zoo_fingerprints(sweep)
+    stale = [run for run in sweep.runs if is_run_folder(folder / run.run_id)
+             and None not in (fingerprints[run.config.zoo_dir], recorded := _recorded_zoo(folder / run.run_id))
+             and recorded != fingerprints[run.config.zoo_dir]]
+    if stale:
+        warnings.warn(f"sweep {sweep.name!r}: {len(stale)} finished run(s) were trained on another zoo at the same "
+                      f"path ({stale[0].config.zoo_dir}: its files changed since); training them again", stacklevel=2)
+    for run in stale:
+        shutil.rmtree(folder / run.run_id)
     for run in sweep.runs:
         run_dir = folder / run.run_id
         if is_run_folder(run_dir):
@@ -178,7 +195,8 @@ def run_sweep(sweep: Sweep, engine: EngineConfig = EngineConfig(), zoo: AnyZoo |
     if pending:
         bar.set_postfix_str(label(pending[0]) if engine.kind == "local" else f"{len(pending)} tasks")
     local_zoo = zoo if engine.kind == "local" else None
-    args = [(run.config, str(folder / run.run_id), (os.getcwd(),), local_zoo) for run in pending]
+    args = [(run.config, str(folder / run.run_id), (os.getcwd(),), local_zoo, fingerprints[run.config.zoo_dir])
+            for run in pending]
     try:
         for i, result in map_tasks(train_task, args, engine):
             run = pending[i]
@@ -196,6 +214,24 @@ def run_sweep(sweep: Sweep, engine: EngineConfig = EngineConfig(), zoo: AnyZoo |
     finally:
         bar.close()
     return _results_frame(sweep, rows)
+
+
+def _zoo_fingerprints(sweep: Sweep) -> dict[str, str | None]:
+    """{config.zoo_dir: its zoo's fingerprint} for every zoo the sweep names (None where there is no such folder:
+    that run fails with the loader's error, or trains on the zoo passed in)."""
+    found: dict[str, str | None] = {}
+    for zoo_dir in dict.fromkeys(run.config.zoo_dir for run in sweep.runs):
+        try:
+            found[zoo_dir] = zoo_fingerprint(resolve_zoo_dir(zoo_dir, (os.getcwd(),)))
+        except (FileNotFoundError, OSError):
+            found[zoo_dir] = None
+    return found
+
+
+def _recorded_zoo(run_dir: Path) -> str | None:
+    """The fingerprint a run folder recorded, or None for a run written before sweeps recorded it."""
+    file = run_dir / ZOO_FILE
+    return file.read_text().strip() if file.is_file() else None
 
 
 def sweep_json(sweep: Sweep) -> dict[str, Any]:
