@@ -52,13 +52,13 @@ lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
 # Rebuild the embedded zoos committed under data/zoos/: the MNIST INRs (about 18 min on a 2-core CPU), then 2,000
-# CIFAR10-GS CNNs with the public Small CNN Zoo recipe for 4 epochs each, weights stored as float16 (hours on a 2-core
-# CPU; minutes on a GPU). Resumable: rerun to continue a killed build.
+# CIFAR10-GS CNNs with the public Small CNN Zoo recipe for 4 epochs each, weights stored as float24 (about 100 min on
+# a 2-core CPU with 2 workers; minutes on a GPU). Resumable: rerun to continue a killed build.
 zoos: setup
 	$(PY) -m probegen_nb.cli build-inr-zoo --dataset mnist --out data/zoos/mnist-inr-small \
 	  --n-train 4000 --n-val 500 --n-test 1000 --chunk-size 64 --seed 0 --overwrite
 	$(PY) -m probegen_nb.cli build-cnn-zoo --dataset cifar10-gs --out data/zoos/cifar10-gs-cnn-small \
-	  --n-runs 2000 --epochs 4 --chunk-size 32 --seed 0 --weights-dtype float16 --overwrite \
+	  --n-runs 2000 --epochs 4 --chunk-size 32 --seed 0 --weights-dtype float24 --overwrite \
 	  --engine dask --workers $(WORKERS)
 
 # A Fashion-MNIST INR zoo like the embedded MNIST one: 4,000 / 500 / 1,000 INRs, class-balanced, with the public FMNIST

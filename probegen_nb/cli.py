@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--n-eval", type=int, default=CNNZooRecipe.n_eval,
                    help="accuracy labels on a sample of this many images (default: the whole test set and subset)")
     c.add_argument("--chunk-size", type=int, default=32, help="CNNs trained at once")
-    c.add_argument("--weights-dtype", choices=["float32", "float16"], default="float32",
-                   help="how the file stores the weights (float16: half the size; loads as float32)")
+    c.add_argument("--weights-dtype", choices=["float32", "float24", "float16"], default="float32",
+                   help="how the file stores the weights (float24: 3/4 of the size, float16: half; loads as float32)")
     c.add_argument("--wild-park-archs", type=int, default=0,
                    help="N > 0: a CNN Wild Park-style zoo over N random architectures (use --dataset cifar10)")
     c.add_argument("--seed", type=int, default=0)

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 import probegen_nb.core.zoo_io as zoo_module
 from probegen_nb.core.arch.siren import SirenSpec
 from probegen_nb.core.zoo import Task, Zoo, ZooFormatError, stack_state_dicts, validate
-from probegen_nb.core.zoo_io import FILES, load_zoo, save_zoo
+from probegen_nb.core.zoo_io import FILES, from_float24, load_zoo, save_zoo, to_float24
 from probegen_nb.zoos.inr import init_siren_params
 
 SPEC = SirenSpec(hidden=(16, 8), w0=25.0)  # non-default fields, so a spec that loses them does not round-trip
@@ -404,6 +404,48 @@ def test_float16_storage_refuses_values_beyond_its_range(zoo: Zoo, tmp_path: Pat
     assert not list(tmp_path.iterdir())  # nothing half-written
     with pytest.raises(ValueError, match="weights_dtype 'int8'"):
         save_zoo(zoo, tmp_path / "i8", weights_dtype="int8")
+
+
+def test_float24_keeps_the_top_24_bits_rounded_to_nearest() -> None:
+    """Against float64 arithmetic: each value moves by at most half a unit in the 16th significant bit."""
+    x = torch.randn(20000, dtype=torch.float64) * torch.logspace(-20, 20, 20000, dtype=torch.float64)
+    x = x.float()
+    y = from_float24(to_float24(x))
+    assert to_float24(x).dtype == torch.uint8 and to_float24(x).shape == (20000, 3)
+    ulp = torch.exp2(torch.floor(torch.log2(x.double().abs())) - 15)  # the spacing of 16 significant bits
+    assert bool(((y.double() - x.double()).abs() <= ulp / 2).all())
+    assert bool(((y.double() - x.double()).abs() > ulp / 8).any())  # it did drop bits (negative control)
+    special = torch.tensor([0.0, -0.0, 1.0, -2.5, 2.0**-130, -(2.0**127), 1 + 2.0**-15])  # 2**-130: subnormal
+    assert torch.equal(from_float24(to_float24(special)), special)  # exact where 16 bits suffice, signs kept
+    assert torch.signbit(from_float24(to_float24(torch.tensor([-0.0])))).item()
+
+
+def test_float24_storage_takes_three_quarters_and_loads_as_float32(zoo: Zoo, params: dict[str, torch.Tensor],
+                                                                   tmp_path: Path) -> None:
+    full = save_zoo(zoo, tmp_path / "f32")
+    packed = save_zoo(zoo, tmp_path / "f24", weights_dtype="float24")
+    ratio = (packed / "weights.safetensors").stat().st_size / (full / "weights.safetensors").stat().st_size
+    assert 0.7 < ratio < 0.8
+    assert json.loads((packed / "zoo.json").read_text())["weights_dtype"] == "float24"
+    back = load_zoo(packed)
+    for k, v in params.items():
+        assert back.params[k].dtype == torch.float32 and back.params[k].shape == v.shape
+        assert torch.equal(back.params[k], from_float24(to_float24(v)))
+        assert float(((back.params[k] - v).abs() / v.abs().clamp_min(1e-30)).max()) <= 2**-16
+    assert not all(torch.equal(back.params[k], v) for k, v in params.items())  # it did round (negative control)
+
+
+def test_float24_files_with_the_wrong_bytes_or_range_are_named(zoo: Zoo, params: dict[str, torch.Tensor],
+                                                                tmp_path: Path) -> None:
+    folder = save_zoo(zoo, tmp_path / "f24", weights_dtype="float24")
+    save_file({k: to_float24(v)[..., :2].contiguous() for k, v in params.items()}, folder / "weights.safetensors")
+    assert_names(load_error(folder), "weights.safetensors", "float24 weights are uint8 with a last axis of 3")
+    save_file(dict(params), folder / "weights.safetensors")
+    assert_names(load_error(folder), "weights.safetensors", "is float32", "says the weights are float24")
+    zoo.params["seq.0.weight"][1, 0, 0] = torch.finfo(torch.float32).max  # rounds up to inf at 16 bits
+    with pytest.raises(ValueError, match="seq.0.weight has values beyond float24's range"):
+        save_zoo(zoo, tmp_path / "big", weights_dtype="float24")
+    assert not (tmp_path / "big").exists()
 
 
 def test_a_file_whose_dtype_disagrees_with_zoo_json_is_named(folder: Path, params: dict[str, torch.Tensor]) -> None:

@@ -12,7 +12,7 @@ Sources, tried in order (never a silent fallback to made-up data):
 - CIFAR-10 (RGB): the JPEG `.npz` named by `$PROBEGEN_CIFAR10_NPZ`, else the official binary (not pickle) archive.
   CIFAR10-GS is derived from it on every load (a fraction of a second, never cached): "cifar10-gs" the mean of the
   three channels, as the public Small CNN Zoo code; "cifar10-gs-luma" ITU-R 601 luma rounded to uint8, what the
-  embedded zoo `data/zoos/cifar10-gs-cnn-small` was trained on (its zoo.json calls it "cifar10-gs").
+  embedded CNN zoo was trained on before issue 14's rebuild (the rebuilt one uses "cifar10-gs").
 Downloads are skipped when `$PROBEGEN_OFFLINE=1`.
 """
 

@@ -51,16 +51,42 @@ def zoo_fingerprint(folder: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-STORED_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # how weights may sit in the file
+STORED_DTYPES = {"float32": torch.float32, "float16": torch.float16, "float24": torch.uint8}  # the file's dtypes
+
+
+def to_float24(x: torch.Tensor) -> torch.Tensor:
+    """float32 [*S] rounded to nearest at its top 24 bits (sign, float32's 8 exponent bits, 15 of its 23 mantissa
+    bits: relative error ≤ 2⁻¹⁶), as uint8 [*S, 3], low byte first. safetensors and torch have no 24-bit float, so
+    this is written by hand: three quarters of float32's bytes, 32× float16's precision (what the committed CNN zoo
+    needs to keep its labels and answers within 1e-3; README, "Building CNN zoos")."""
+    bits = x.detach().cpu().float().contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    top = (bits + 0x80) >> 8  # round half away from zero on the magnitude; a carry moves into the exponent
+    return torch.stack([(top >> shift) & 0xFF for shift in (0, 8, 16)], dim=-1).to(torch.uint8)
+
+
+def from_float24(b: torch.Tensor) -> torch.Tensor:
+    """uint8 [*S, 3] from `to_float24` → float32 [*S] (the dropped low byte is zero)."""
+    b = b.to(torch.int64)
+    bits = (b[..., 0] | b[..., 1] << 8 | b[..., 2] << 16) << 8
+    return torch.where(bits >= 2**31, bits - 2**32, bits).to(torch.int32).view(torch.float32)
+
+
+def _encode(x: torch.Tensor, weights_dtype: str) -> torch.Tensor:
+    x = x.detach().cpu()
+    return to_float24(x) if weights_dtype == "float24" else x.to(STORED_DTYPES[weights_dtype]).contiguous()
+
+
+def _decode(v: torch.Tensor, weights_dtype: str) -> torch.Tensor:
+    return from_float24(v) if weights_dtype == "float24" else v.float()
 
 
 def save_zoo(zoo: AnyZoo, folder: str | Path, overwrite: bool = False, weights_dtype: str = "float32") -> Path:
     """Write the three files into a temp sibling folder, then rename it into place.
 
     A MixedZoo stores `archs` (one spec per group) in zoo.json, an `arch` column in models.csv and its tensors
-    as `arch<g>.<name>` in weights.safetensors. `weights_dtype="float16"` halves the file (committed zoos); the
-    weights are rounded once, `load_zoo` returns float32, and zoo.json records it. A value beyond float16's range
-    is refused rather than stored as inf."""
+    as `arch<g>.<name>` in weights.safetensors. `weights_dtype="float16"` halves the file and "float24"
+    (`to_float24`) takes three quarters of it (committed zoos); the weights are rounded once, `load_zoo` returns
+    float32, and zoo.json records it. A value beyond the stored type's range is refused rather than stored as inf."""
     folder = Path(folder)
     if folder.exists() and not overwrite:
         raise FileExistsError(f"{folder} exists; pass overwrite=True to replace it")
@@ -75,9 +101,9 @@ def save_zoo(zoo: AnyZoo, folder: str | Path, overwrite: bool = False, weights_d
             tensors, arch = zoo.params, {"arch": zoo.spec.to_dict()}
         if weights_dtype not in STORED_DTYPES:
             raise ValueError(f"save_zoo: weights_dtype {weights_dtype!r} is not one of {sorted(STORED_DTYPES)}")
-        stored = {k: v.detach().cpu().to(STORED_DTYPES[weights_dtype]).contiguous() for k, v in tensors.items()}
+        stored = {k: _encode(v, weights_dtype) for k, v in tensors.items()}
         for k, v in stored.items():
-            if not bool(v.isfinite().all()) and bool(tensors[k].isfinite().all()):
+            if not bool(_decode(v, weights_dtype).isfinite().all()) and bool(tensors[k].isfinite().all()):
                 raise ValueError(f"save_zoo: {k} has values beyond {weights_dtype}'s range (max |w| "
                                  f"{tensors[k].abs().max().item():.3g}); store it as float32")
         save_file(stored, tmp / "weights.safetensors",
@@ -133,7 +159,10 @@ def load_zoo(folder: str | Path, device: str | torch.device = "cpu") -> AnyZoo:
         if v.dtype != STORED_DTYPES[stored]:
             raise err("weights.safetensors", f"tensor {k!r} is {str(v.dtype).removeprefix('torch.')}, but zoo.json "
                                              f"says the weights are {stored}")
-    params = {k: v.float() for k, v in params.items()}  # a zoo computes in float32 whatever it is stored as
+        if stored == "float24" and (v.ndim < 2 or v.shape[-1] != 3):
+            raise err("weights.safetensors", f"tensor {k!r} has shape {list(v.shape)}: float24 weights are uint8 "
+                                             f"with a last axis of 3 bytes")
+    params = {k: _decode(v, stored) for k, v in params.items()}  # a zoo computes in float32 whatever it stores
     try:
         table = pd.read_csv(folder / "models.csv", keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:

@@ -339,8 +339,8 @@ def build_cnn_zoo(dataset: ImageDataset | DatasetName, out_dir: str | Path, n_ru
     travels with each task (fine for small ones, e.g. a `sample`). The same parameters give the same zoo whatever
     the engine, bit for bit on the CPU at the same thread count (convolutions round differently at another count).
     Resumable through any engine, like `build_inr_zoo`; a failing chunk raises a `ChunkError` after the others.
-    `weights_dtype="float16"` stores the weights rounded to half precision (`save_zoo`), for zoos to commit; the
-    labels are computed from the float32 weights."""
+    `weights_dtype="float24"` or "float16" stores the weights rounded (`save_zoo`), for zoos to commit; the labels
+    are computed from the float32 weights (`zoos.rounding` measures what the rounding changes)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True to rebuild it")
