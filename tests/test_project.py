@@ -44,6 +44,7 @@ def test_ruff_clean() -> None:
 
 
 DEVICE_NAME = re.compile(r"""["'](cuda|mps)(:\d+)?["']""")  # a device written as a string literal, either quote
+PRINT_CALL = re.compile(r"(?<![\w.])print\(")  # the builtin, not a name that ends in "print" (zoo_fingerprint)
 
 
 def test_library_code_does_not_name_devices_or_print() -> None:
@@ -54,7 +55,7 @@ def test_library_code_does_not_name_devices_or_print() -> None:
         if name != "probegen_nb/core/device.py":
             assert not DEVICE_NAME.search(text), f"{name}: resolve devices through probegen_nb.core.device"
         if name != "probegen_nb/cli.py":
-            assert "print(" not in text, f"{name}: library code reports with tqdm or returns results"
+            assert not PRINT_CALL.search(text), f"{name}: library code reports with tqdm or returns results"
 
 
 def test_device_name_check_catches_both_quote_styles() -> None:
@@ -62,3 +63,11 @@ def test_device_name_check_catches_both_quote_styles() -> None:
     for literal in ('"cuda"', "'cuda'", '"cuda:0"', "'mps'"):
         assert DEVICE_NAME.search(f"x = torch.device({literal})"), literal
     assert not DEVICE_NAME.search("# runs on cuda when there is one")
+
+
+def test_print_check_catches_calls_not_names_ending_in_print() -> None:
+    """Negative control for the print check: a call anywhere on a line is caught; a function named *print is not."""
+    for line in ("print(x)", "    print('done')", "if x: print(x)", "y = [print(v) for v in x]"):
+        assert PRINT_CALL.search(line), line
+    for line in ("zoo_fingerprint(folder)", "console.print(x)", "def blueprint(x):"):
+        assert not PRINT_CALL.search(line), line
