@@ -169,9 +169,8 @@ def run_sweep(sweep: Sweep, engine: EngineConfig = EngineConfig(), zoo: AnyZoo |
     rows: dict[str, dict[str, Any]] = {}
     pending: list[SweepRun] = []
     fingerprints = _zoo_fingerprints(sweep)
-    stale = [run for run in sweep.runs if is_run_folder(folder / run.run_id)
-             and None not in (fingerprints[run.config.zoo_dir], recorded := _recorded_zoo(folder / run.run_id))
-             and recorded != fingerprints[run.config.zoo_dir]]
+    stale = [run for run in sweep.runs
+             if _trained_on_another_zoo(folder / run.run_id, fingerprints[run.config.zoo_dir])]
     if stale:
         warnings.warn(f"sweep {sweep.name!r}: {len(stale)} finished run(s) were trained on another zoo at the same "
                       f"path ({stale[0].config.zoo_dir}: its files changed since); training them again", stacklevel=2)
@@ -228,10 +227,13 @@ def _zoo_fingerprints(sweep: Sweep) -> dict[str, str | None]:
     return found
 
 
-def _recorded_zoo(run_dir: Path) -> str | None:
-    """The fingerprint a run folder recorded, or None for a run written before sweeps recorded it."""
+def _trained_on_another_zoo(run_dir: Path, current: str | None) -> bool:
+    """Whether a finished run recorded a zoo fingerprint other than `current` (the zoo there now). A run written
+    before sweeps recorded it, or a zoo that is not there now, cannot tell: read back as before."""
     file = run_dir / ZOO_FILE
-    return file.read_text().strip() if file.is_file() else None
+    if current is None or not is_run_folder(run_dir) or not file.is_file():
+        return False
+    return file.read_text().strip() != current
 
 
 def sweep_json(sweep: Sweep) -> dict[str, Any]:
