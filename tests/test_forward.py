@@ -125,6 +125,45 @@ def test_cnn_batched_equals_per_model(spec: CNNSpec, m: int, p: int) -> None:
         torch.testing.assert_close(got, per_model_cnn(spec, params, x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("max_taps", [0, cnn_module.UNFOLD_MAX_TAPS], ids=["conv", "unfold"])
+@pytest.mark.parametrize("spec", [CNNSpec.small_cnn_zoo(), WILD], ids=["small", "wild-residual"])
+def test_cnn_first_layer_formulations_equal_per_model(spec: CNNSpec, max_taps: int, monkeypatch) -> None:
+    """On shared inputs the CPU runs layer 0 as unfold + batched matmul (small kernels) or as one convolution; both
+    give the per-model modules' outputs and input gradients, and the chosen one is really the one used."""
+    monkeypatch.setattr(cnn_module, "UNFOLD_MAX_TAPS", max_taps)
+    unfolds: list[int] = []
+    real_unfold = F.unfold
+    monkeypatch.setattr(cnn_module.F, "unfold", lambda *a, **k: unfolds.append(1) or real_unfold(*a, **k))
+    params = cnn_params(spec, 4)
+    x = (torch.rand(6, *spec.input_shape, generator=torch.Generator().manual_seed(2)) * 2 - 1).requires_grad_()
+    got, want = forward(spec, params, x), per_model_cnn(spec, params, x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    (g_got,), (g_want,) = (torch.autograd.grad(y.square().sum(), [x]) for y in (got, want))
+    torch.testing.assert_close(g_got, g_want, atol=1e-4, rtol=1e-4)
+    assert bool(unfolds) == (max_taps > 0)
+
+
+def test_a_large_cnn_zoo_goes_in_chunks_of_models_on_shared_inputs(monkeypatch) -> None:
+    """More than MODEL_CHUNK models on shared probes run chunk by chunk; values and all gradients still equal the
+    per-model modules', and the chunks really happen (5 models in chunks of 2: three tiled forwards)."""
+    spec = CNNSpec.small_cnn_zoo(padding=0)
+    monkeypatch.setattr(cnn_module, "MODEL_CHUNK", 2)
+    calls: list[int] = []
+    real = cnn_module._cnn_forward
+    monkeypatch.setattr(cnn_module, "_cnn_forward",
+                        lambda s, p, *a: calls.append(len(p["fc.weight"])) or real(s, p, *a))
+    params = {k: v.requires_grad_() for k, v in cnn_params(spec, 5).items()}
+    x = (torch.rand(3, *spec.input_shape, generator=torch.Generator().manual_seed(4)) * 2 - 1).requires_grad_()
+    leaves = [x, *params.values()]
+    got = forward(spec, params, x)
+    assert calls == [2, 2, 1]
+    want = torch.stack([torch.func.functional_call(spec.build_module(), {k: v[i] for k, v in params.items()}, (x,))
+                        for i in range(5)])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    for a, b in zip(torch.autograd.grad(got.square().sum(), leaves), torch.autograd.grad(want.square().sum(), leaves)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("spec", [CNNSpec.small_cnn_zoo(), WILD], ids=["small", "wild-residual"])
 def test_cnn_probe_tiles_equal_per_model_values_and_gradients(spec: CNNSpec, monkeypatch) -> None:
     """Inputs go through the zoo in tiles on the CPU: with a budget small enough for tiles of 2 and 1 inputs, outputs

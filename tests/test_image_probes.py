@@ -100,6 +100,27 @@ def test_deep_linear_generators_are_linear_in_the_latent() -> None:
             assert gap > 1e-3, f"{config}: non-linear generator behaved linearly (gap {gap})"
 
 
+@pytest.mark.parametrize("activation", [None, "gelu"])
+def test_conv_generator_runs_many_latents_through_its_basis_only_when_deep_linear(activation) -> None:
+    """Deep linear, 128 probes run the stack on Z + 1 = 33 codes (the affine map's basis) and equal running it on all
+    128, values and gradients; with an activation between the layers the map is not affine, so all 128 go through."""
+    gen = ConvProbeGenConfig(activation=activation).build(128, (1, 32, 32), torch.Generator().manual_seed(0)).double()
+    seen: list[int] = []
+    gen.layers[0].register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    weights = torch.rand(128, 1024, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    results = []
+    for run in (lambda: gen.pre_output(gen.latents), lambda: gen.layers(gen.latents[:, :, None, None]).flatten(1)):
+        out = run()
+        grads = torch.autograd.grad((weights * torch.tanh(out)).sum(), list(gen.parameters()))
+        results.append((out, grads))
+    assert seen == [33 if activation is None else 128, 128]
+    (got, got_grads), (want, want_grads) = results
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-10)
+    assert want.std() > 1e-3 and all(b.abs().max() > 0 for b in want_grads)  # the comparison is not vacuous
+
+
 @pytest.mark.parametrize("config", [ConvProbeGenConfig(), ConvProbeGenConfig(activation="gelu"), LinearImageGenConfig(),
                                     ImageVanillaConfig()], ids=lambda c: c.kind)
 def test_gradients_reach_latents_and_every_layer(config) -> None:
