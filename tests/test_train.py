@@ -76,6 +76,26 @@ def test_a_seed_reproduces_a_run_exactly(zoo: Zoo, tmp_path) -> None:
     assert a.metrics["history"] != c.metrics["history"]
 
 
+@pytest.mark.parametrize("probes", [VanillaConfig(), UniformConfig()], ids=["learned", "fixed"])
+def test_the_train_metric_is_on_the_models_trained_on(zoo: Zoo, probes, monkeypatch) -> None:
+    """With `max_train_models`, the per-epoch train metric covers the first N train models, the ones the run trains
+    on, not the unseen rest of the split (learned probes: evaluated every epoch; fixed: answers computed once)."""
+    sizes: list[int] = []
+    for name in ("predict", "represent_all"):
+        real = getattr(train_mod, name)
+        monkeypatch.setattr(train_mod, name, lambda model, z, real=real: sizes.append(len(z)) or real(model, z))
+    for cap, expected in ((20, 20), (None, 80)):  # the zoo has 80 train models; uncapped is the negative control
+        sizes.clear()
+        run = train(small(probes=probes, epochs=1, max_train_models=cap), zoo, progress=False)
+        assert sorted(set(sizes)) == sorted({expected, 20}), sizes  # train, then val and test (20 each)
+        assert run.metrics["n_train_models"] == expected
+    train_zoo = zoo.split("train").subset(range(20))
+    run = train(small(probes=probes, epochs=1, max_train_models=20), zoo, progress=False)
+    with torch.no_grad():
+        accuracy = (run.model.predict_rows(train_zoo, torch.arange(20)).argmax(1) == train_zoo.labels).float().mean()
+    assert run.metrics["history"][-1]["train_accuracy"] == pytest.approx(float(accuracy))
+
+
 def test_run_folder_contents(zoo: Zoo, tmp_path) -> None:
     run = train(small(epochs=3), zoo, out_dir=tmp_path, progress=False)
     assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "metrics.json", "best.safetensors",

@@ -123,8 +123,10 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
     gen = seed_everything(config.seed)
     zoo = (zoo if zoo is not None else load_zoo(config.zoo_dir)).to(dev)
     classification = zoo.task.is_classification
-    splits = {s: zoo.split(s) for s in ("train", "val", "test")}
-    train_zoo = train_models(config, splits["train"])
+    train_zoo = train_models(config, zoo.split("train"))
+    # evaluated after every epoch; "train" is the models trained on (the split, or its first `max_train_models`): the
+    # unseen rest of the split is no train metric, and evaluating it made a capped run's epochs up to 8x longer
+    splits = {"train": train_zoo, "val": zoo.split("val"), "test": zoo.split("test")}
     if len(train_zoo) == 0:
         raise ValueError(f"zoo {config.zoo_dir}: the train split is empty")
     if isinstance(config.baseline, StatNNConfig) and config.baseline.fits_trees:
@@ -141,7 +143,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
     # Fixed probes never change, so neither do the models' answers: compute them once and train the predictor on
     # them (as the public code does), instead of pushing the same probes through the zoo at every step.
     fixed = config.cache_responses and model.fixed_representation
-    cached = {s: represent_all(model, z) for s, z in {**splits, "fit": train_zoo}.items()} if fixed else None
+    cached = {s: represent_all(model, z) for s, z in splits.items()} if fixed else None
 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -157,7 +159,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
         order = torch.randperm(len(train_zoo), generator=gen).to(dev)
         losses = []
         for step, idx in enumerate(order.split(config.batch_size)):
-            outputs = model.predict_rows(train_zoo, idx) if cached is None else model.predictor(cached["fit"][idx])
+            outputs = model.predict_rows(train_zoo, idx) if cached is None else model.predictor(cached["train"][idx])
             loss = loss_fn(outputs, train_labels[idx], classification)
             if not torch.isfinite(loss):
                 where = f" (last good checkpoint: {out / 'last.safetensors'})" if out and epoch else ""
@@ -248,16 +250,15 @@ def _train_trees(config: RunConfig, zoo: AnyZoo, splits: dict[str, AnyZoo], trai
     head = config.baseline
     assert isinstance(head, StatNNConfig)
     names = tuple(shared_param_shapes(zoo))
-    parts = {**splits, "fit": train_zoo}
-    features = {s: zoo_statistics(z, names).cpu().numpy() for s, z in parts.items()}  # [M_s, 7·T] each
-    labels = {s: z.labels for s, z in parts.items()}  # on the CPU, beside the trees' outputs
+    features = {s: zoo_statistics(z, names).cpu().numpy() for s, z in splits.items()}  # [M_s, 7·T] each
+    labels = {s: z.labels for s, z in splits.items()}  # on the CPU, beside the trees' outputs
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "config.json", config.to_dict())
     name = metric_name(zoo)
     t0 = time.perf_counter()
-    trees = fit_trees(head, features["fit"], labels["fit"].numpy(), zoo.task.n_classes, config.seed)
+    trees = fit_trees(head, features["train"], labels["train"].numpy(), zoo.task.n_classes, config.seed)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"val": -math.inf, "epoch": -1, "test": math.nan}
     staged = {s: trees.staged_outputs(features[s]) for s in splits}
@@ -280,7 +281,7 @@ def _train_trees(config: RunConfig, zoo: AnyZoo, splits: dict[str, AnyZoo], trai
         f"best_val_{name}": best["val"],
         f"test_{name}": best["test"],
         f"last_test_{name}": history[-1][f"test_{name}"],
-        "flops_per_model": counter.get_total_flops() + trees.comparisons(features["fit"][:1]),
+        "flops_per_model": counter.get_total_flops() + trees.comparisons(features["train"][:1]),
         "train_seconds": seconds,
         "steps": int(trees.estimator.n_estimators_),  # boosting stages fitted
         "responses_cached": True,  # the statistics are computed once
