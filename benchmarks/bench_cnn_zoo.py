@@ -4,6 +4,8 @@ Goal: ratio >= 5 on a 2-core CPU.
 
 `max_abs_diff` checks that the two compute the same training: a few steps of both from the same initial weights on the
 same minibatches, dropout off (the trainer draws dropout masks and minibatches at random), compared weight by weight.
+`ratio_bound_convolutions`: the ratio if everything but the batched step's convolutions cost nothing (they are timed
+alone in the same rounds), the limit of any work on the rest of the step.
 
     python benchmarks/bench_cnn_zoo.py            # about 1 min on a 2-core CPU
     python benchmarks/bench_cnn_zoo.py --smoke    # seconds, for the test suite
@@ -15,6 +17,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probegen_nb.core.arch.cnn import CNN_ACTIVATIONS, CNNSpec, cnn_forward
+from probegen_nb.core.arch.cnn import CNN_ACTIVATIONS, CNNSpec, cnn_forward, probe_tile
 from probegen_nb.core.data import ImageDataset, load_dataset
 from probegen_nb.core.device import describe_device, resolve_device, synchronize
 from probegen_nb.core.memory import peak_memory
@@ -110,6 +113,28 @@ def max_abs_diff_after_steps(spec: CNNSpec, hp, train_x: torch.Tensor, train_y: 
                for k, p in zip(names, params))
 
 
+def step_convolutions(spec: CNNSpec, n_models: int, batch: int, device: torch.device) -> Callable[[], None]:
+    """The convolutions of one batched training step alone, on random data: every layer of `n_models` models as
+    `cnn_forward` runs it on per-model images (grouped, in the same tiles), forward and backward to the weights,
+    biases and inputs; no activations, dropout, pooling, loss or update. Its time bounds what the rest can gain."""
+    params = {k: v.to(device).requires_grad_() for k, v in
+              init_cnn_params(spec, sample_hparams(n_models, seed=0), torch.Generator().manual_seed(0)).items()}
+    x = torch.randn(n_models, batch, *spec.input_shape, device=device)  # [M, B, C, H, W]
+    tile = probe_tile(spec, n_models, batch, device)
+    convs = [k for k in params if k.startswith("layers.")]
+
+    def convolutions() -> None:
+        for xs in x.split(tile, dim=1):
+            h = xs.transpose(0, 1).reshape(xs.shape[1], -1, *xs.shape[3:])  # [P, M·C, H, W]
+            for i in range(spec.n_layers):
+                w, b = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
+                h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride=spec.stride[i],
+                             padding=spec.padding[i], groups=n_models)
+            torch.autograd.grad(h.sum(), [params[k] for k in convs])
+
+    return convolutions
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="cifar10-gs", help="cifar10-gs, or mnist / fmnist padded to 32×32")
@@ -139,7 +164,9 @@ def main(argv: list[str] | None = None) -> dict:
         train_cnns(spec, hp[: args.batched_models], train_x, train_y, test_x, test_y, replace(recipe, steps=2), g,
                    dev)
     reference_train(spec, hp[:1], train_x, train_y, 2, recipe.batch_size, g)  # warm both paths up
-    ref_rates, batched_rates = [], []
+    convolutions = step_convolutions(spec, args.batched_models, recipe.batch_size, dev)
+    convolutions()  # warm-up
+    ref_rates, batched_rates, conv_rates = [], [], []
     for _ in range(args.rounds):
         synchronize(dev)
         t0 = time.perf_counter()
@@ -150,13 +177,20 @@ def main(argv: list[str] | None = None) -> dict:
         train_cnns(spec, hp[: args.batched_models], train_x, train_y, test_x, test_y, recipe, g, dev)
         synchronize(dev)
         batched_rates.append(args.batched_models * args.steps / (time.perf_counter() - t0))
-    ref, batched = statistics.median(ref_rates), statistics.median(batched_rates)
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            convolutions()
+        synchronize(dev)
+        conv_rates.append(args.batched_models * args.steps / (time.perf_counter() - t0))
+    ref, batched, convs = (statistics.median(r) for r in (ref_rates, batched_rates, conv_rates))
     check = hp.groupby("optimizer", sort=False).head(1).reset_index(drop=True)  # one model per optimizer kind
     agreement = max_abs_diff_after_steps(spec, check, train_x, train_y, 3, recipe.batch_size,
                                          torch.Generator().manual_seed(1))
     result = {"reference_models_per_s": ref / args.steps, "batched_models_per_s": batched / args.steps,
               "max_abs_diff": agreement, "agreement_optimizers": list(check["optimizer"]), "agreement_steps": 3,
               "reference_model_steps_per_s": ref, "batched_model_steps_per_s": batched, "ratio": batched / ref,
+              # the step's convolutions alone, as the batched step runs them: no work on the rest beats this bound
+              "convolutions_only_model_steps_per_s": convs, "ratio_bound_convolutions": convs / ref,
               "batched_models": args.batched_models, "batch_size": args.batch_size, "steps": args.steps,
               "rounds": args.rounds,
               "peak_bytes_per_model": peak.per(args.batched_models), "peak_memory_measured": peak.how,
@@ -167,6 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'':28}{'model-steps/s':>14}")
     print(f"{'one at a time':28}{ref:>14,.0f}")
     print(f"{f'batched ({args.batched_models} at once)':28}{batched:>14,.0f}")
+    print(f"{'its convolutions alone':28}{convs:>14,.0f}   (bound: {convs / ref:.1f}x the one-at-a-time reference)")
     print(f"weights after 3 steps, one at a time vs batched: max |Δ| {agreement:.1e} "
           f"({', '.join(check['optimizer'])}; dropout off)")
     print(f"peak memory {peak.per(args.batched_models) / 2**20:,.2f} MiB per CNN ({peak.how})")

@@ -15,6 +15,7 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -58,6 +59,41 @@ def flops_per_inr_step(device: torch.device, batch: int = 8) -> float:
         loss = siren_forward(spec, params, pixel_grid(28, 28).to(device)).square().mean(dim=(1, 2)).sum()
         loss.backward()
     return counter.get_total_flops() / batch
+
+
+def step_matmuls(device: torch.device, batch: int) -> Callable[[], None]:
+    """The batched matmuls of one fitting step of `batch` INRs on the 28×28 grid, on random data. Per layer, as
+    autograd issues them: the forward h·Wᵀ, the weight gradient dzᵀ·h and (past the first layer, whose input, the
+    pixel grid, needs none) the input gradient dz·W."""
+    spec, n_points = SirenSpec(), 28 * 28
+    shapes = list(zip(spec.widths[:-1], spec.widths[1:]))  # (fan_in, fan_out) per layer
+    h = [torch.randn(batch, n_points, i, device=device) for i, _ in shapes]  # each layer's input
+    dz = [torch.randn(batch, n_points, o, device=device) for _, o in shapes]  # its output's gradient
+    w = [torch.randn(batch, o, i, device=device) for i, o in shapes]
+
+    def matmuls() -> None:
+        for layer, (hi, gi, wi) in enumerate(zip(h, dz, w)):
+            torch.bmm(hi, wi.transpose(1, 2))  # forward [B, P, out]
+            torch.bmm(gi.transpose(1, 2), hi)  # weight gradient [B, out, in]
+            if layer:
+                torch.bmm(gi, wi)  # input gradient [B, P, in]
+
+    return matmuls
+
+
+def matmuls_only_inr_steps_per_s(device: torch.device, batch: int, reps: int = 20) -> float:
+    """The bound the step's own batched matmuls set: INR-steps/s if a fitting step were nothing but them (median of
+    `reps` timings)."""
+    matmuls = step_matmuls(device, batch)
+    matmuls()  # warm-up
+    times = []
+    for _ in range(reps):
+        synchronize(device)
+        t0 = time.perf_counter()
+        matmuls()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return batch / statistics.median(times)
 
 
 def matmul_peak_gflop_per_s(device: torch.device, n: int = 2048, reps: int = 5) -> float:
@@ -122,6 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
     ref, batched, comp = (statistics.median(r) for r in (ref_rates, batched_rates, compiled_rates))
     flops = flops_per_inr_step(dev)
     peak_gflops = matmul_peak_gflop_per_s(dev, n=256 if args.smoke else 2048)
+    matmuls_only = matmuls_only_inr_steps_per_s(dev, batch, reps=3 if args.smoke else 20)
     result = {
         "reference_inr_steps_per_s": ref,
         "batched_inr_steps_per_s": batched,
@@ -144,6 +181,9 @@ def main(argv: list[str] | None = None) -> dict:
         "compiled_max_abs_diff_vs_eager": max(float((compiled.params[k] - fitted.params[k]).abs().max())
                                               for k in fitted.params),
         "compiled_fallback": not compiled.compiled,
+        # the step's batched matmuls alone (forward, weight and input gradients): no fusion of the rest beats this
+        "matmuls_only_inr_steps_per_s": matmuls_only,
+        "ratio_bound_matmuls": matmuls_only / ref,
         "compile_seconds": compile_seconds,
         "full_mnist_zoo_minutes_estimate": 70_000 * PUBLIC_RECIPE.steps / comp / 60,
         "peak_bytes_per_model": peak.per(batch),  # memory of fitting `batch` INRs at once, per INR
@@ -162,6 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"fp32 matmul peak {peak_gflops:,.0f} GFLOP/s: the batched fitting uses "
           f"{100 * result['share_of_matmul_peak']:.0f} % of it eager, "
           f"{100 * result['compiled_share_of_matmul_peak']:.0f} % compiled")
+    print(f"the step's batched matmuls alone: {matmuls_only:,.0f} INR-steps/s, so no fitting of {batch} at once "
+          f"beats {result['ratio_bound_matmuls']:.1f}x the one-at-a-time reference here")
     print(f"fitted weights, one at a time vs batched: max |Δ| {max_abs_diff:.1e} ({n_ref} INRs, {args.steps} steps)")
     print(f"peak memory {peak.per(batch) / 2**10:,.1f} KiB per INR ({peak.how})")
     print(f"ratio {result['ratio']:.1f}x eager, {result['ratio_compiled']:.1f}x compiled on {result['device']}; "

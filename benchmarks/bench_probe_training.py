@@ -80,10 +80,26 @@ def outputs_and_grads(model: ProbingModel, represent: Represent, labels: torch.T
     return [rep.detach(), *torch.autograd.grad(loss, list(model.parameters()))]
 
 
+def outputs_and_input_grads(represent: Represent, probes: torch.Tensor, cotangent: torch.Tensor) -> list[torch.Tensor]:
+    """The representations of `probes` and the gradient of <representations, cotangent> w.r.t. the probes."""
+    x = probes.detach().requires_grad_()
+    rep = represent(x)
+    return [rep.detach(), torch.autograd.grad((rep * cotangent).sum(), x)[0]]
+
+
 def max_abs_diff(model: ProbingModel, reference: Represent, batched: Represent, labels: torch.Tensor) -> float:
     """The agreement check each case records: the largest difference between the two paths' representations and
-    gradients on the same batch, same probes and predictor."""
-    pairs = zip(outputs_and_grads(model, reference, labels), outputs_and_grads(model, batched, labels))
+    gradients on the same batch, same probes and predictor; and on spread-out probes (uniform in [-1, 1], the
+    input range), since untrained generators' probes are nearly constant (pre-tanh std 0.03 for the conv one)."""
+    pairs = list(zip(outputs_and_grads(model, reference, labels), outputs_and_grads(model, batched, labels)))
+    g = torch.Generator().manual_seed(0)
+    probes = model.probes().detach()
+    spread = (torch.rand(probes.shape, generator=g) * 2 - 1).to(probes.device)
+    with torch.no_grad():
+        shape = reference(spread).shape  # [B, Q·K]
+    cotangent = torch.randn(shape, generator=g).to(probes.device)
+    pairs += zip(outputs_and_input_grads(reference, spread, cotangent),
+                 outputs_and_input_grads(batched, spread, cotangent))
     return max(float((a - b).abs().max()) for a, b in pairs)
 
 

@@ -5,6 +5,12 @@ import importlib.util
 import json
 from pathlib import Path
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from probegen_nb.core.arch.cnn import CNNSpec, cnn_forward, probe_tile
+from probegen_nb.zoos.cnn import init_cnn_params, sample_hparams
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 # The agreement tolerances. Reference and batched paths do the same float32 arithmetic in a different order (grouped
@@ -56,7 +62,18 @@ def test_inr_fitting_benchmark_smoke(tmp_path: Path) -> None:
     assert 2.5 * forward_matmuls < result["flops_per_inr_step"] < 3.5 * forward_matmuls  # forward + backward
     assert written["agreement_models"] >= 1
     assert 0 <= written["max_abs_diff"] < FITTED_INRS  # one at a time and batched fit the same weights
+    positive(written, "matmuls_only_inr_steps_per_s", "ratio_bound_matmuls")
     has_memory(written)
+
+
+def test_inr_matmul_bound_times_exactly_the_steps_matmuls() -> None:
+    """The bound's matmuls are the fitting step's: the same FLOPs as the counted forward + backward, whose other
+    operations (sines, sums, the loss) FlopCounterMode does not count."""
+    bench = load("bench_inr_fitting")
+    cpu = torch.device("cpu")
+    with FlopCounterMode(display=False) as counter:
+        bench.step_matmuls(cpu, 4)()
+    assert counter.get_total_flops() == 4 * bench.flops_per_inr_step(cpu, batch=4)
 
 
 def test_probe_training_benchmark_smoke(tmp_path: Path) -> None:
@@ -88,4 +105,30 @@ def test_cnn_zoo_benchmark_smoke(tmp_path: Path) -> None:
     positive(written, "reference_model_steps_per_s", "batched_model_steps_per_s", "ratio")
     assert set(written["agreement_optimizers"]) <= {"adam", "sgd", "rmsprop"} and written["agreement_steps"] >= 1
     assert 0 <= written["max_abs_diff"] < TRAINED_CNNS  # module + torch.optim and the batched step agree
+    positive(written, "convolutions_only_model_steps_per_s", "ratio_bound_convolutions")
     has_memory(written)
+
+
+def conv_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    ops = counter.get_flop_counts()["Global"]
+    return sum(f for op, f in ops.items() if "convolution" in str(op))
+
+
+def test_cnn_convolution_bound_times_exactly_the_steps_convolutions() -> None:
+    """The bound's convolutions are the batched training step's (forward and backward), tiles included: equal
+    convolution FLOPs at a size that takes several tiles."""
+    bench = load("bench_cnn_zoo")
+    cpu, m, batch = torch.device("cpu"), 4, 300
+    spec = CNNSpec.small_cnn_zoo(1, "relu", padding=0)
+    assert probe_tile(spec, m, batch, cpu) < batch  # several tiles
+    params = [p.requires_grad_() for p in init_cnn_params(spec, sample_hparams(m, seed=0),
+                                                          torch.Generator().manual_seed(0)).values()]
+    x = torch.randn(m, batch, 1, 32, 32)
+
+    def step() -> None:
+        logits = cnn_forward(spec, dict(zip(spec.param_shapes(), params)), x)
+        torch.autograd.grad(logits.square().sum(), params)
+
+    assert conv_flops(bench.step_convolutions(spec, m, batch, cpu)) == conv_flops(step) > 0
