@@ -115,8 +115,9 @@ def max_abs_diff_after_steps(spec: CNNSpec, hp, train_x: torch.Tensor, train_y: 
 
 def step_convolutions(spec: CNNSpec, n_models: int, batch: int, device: torch.device) -> Callable[[], None]:
     """The convolutions of one batched training step alone, on random data: every layer of `n_models` models as
-    `cnn_forward` runs it on per-model images (grouped, in the same tiles), forward and backward to the weights,
-    biases and inputs; no activations, dropout, pooling, loss or update. Its time bounds what the rest can gain."""
+    `cnn_forward` runs it on per-model images (grouped, in the same tiles), forward and backward to the weights and
+    biases (through every later layer's input); no activations, dropout, pooling, loss or update. Its time bounds what
+    work on the rest of the step can gain."""
     params = {k: v.to(device).requires_grad_() for k, v in
               init_cnn_params(spec, sample_hparams(n_models, seed=0), torch.Generator().manual_seed(0)).items()}
     x = torch.randn(n_models, batch, *spec.input_shape, device=device)  # [M, B, C, H, W]
