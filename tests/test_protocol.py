@@ -28,7 +28,7 @@ from probegen_nb.zoos.inr import init_siren_params
 PAPER_RUN = {"n_probes": 128, "epochs": 30, "lr": 3e-4, "batch_size": 32, "hidden": 256, "n_hidden": 4,
              "weight_decay": 0.0, "generator_weight_decay": 0.0, "max_train_models": None, "device": "auto",
              "cache_responses": True}
-PAPER_GENERATOR = {"latent_dim": 32, "width": 32, "depth": 2, "activation": None}
+PAPER_GENERATOR = {"latent_dim": 32, "width": 32, "depth": 2, "activation": None, "init_spread": None}
 PAPER_CONV_GENERATOR = {"latent_dim": 32, "width_mult": 16, "n_layers": None, "activation": None,
                         "unit_variance_init": False}
 

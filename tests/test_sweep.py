@@ -92,6 +92,17 @@ def test_run_id_is_stable_across_processes_and_changes_with_the_config(zoo_dir: 
     assert len({run_id(c) for c in [base, *changed]}) == 5
 
 
+def test_run_ids_from_before_a_field_was_added_stay_the_same() -> None:
+    """Fields added to a config after runs existed (marked `omit_at_default`) leave the dict, and so the id, of a
+    config at their default as it was: existing sweep folders still resume. The ids are literals from before
+    `ProbeGenConfig.init_spread` existed."""
+    assert run_id(RunConfig()) == "ea65550eb59d"
+    assert run_id(RunConfig(probes=ProbeGenConfig(depth=3))) == "50046dcc4447"
+    spread = RunConfig(probes=ProbeGenConfig(init_spread=0.58))
+    assert spread.to_dict()["probes"]["init_spread"] == 0.58 and "init_spread" not in RunConfig().to_dict()["probes"]
+    assert RunConfig.from_dict(spread.to_dict()) == spread and run_id(spread) != run_id(RunConfig())
+
+
 def test_results_csv_has_a_row_per_run_and_the_varied_fields(zoo_dir: Path, tmp_path: Path) -> None:
     zoo = load_zoo(zoo_dir)
     runs = grid(small(zoo_dir), {**VARIANTS, "q4": {"n_probes": 4}}, seeds=[0, 1])
