@@ -45,6 +45,13 @@ def test_the_grids_are_the_papers_ablations() -> None:
     real = [v.overrides["probes"] for v in grid["image_sources"].variants if v.method == "mnist-digits"]
     assert real == [RealImagesConfig(dataset="mnist")]
     assert grid["image_sources"].base == {"n_probes": 64}
+    spread = grid["spread"]
+    assert spread.zoo == "inr" and spread.axis is None
+    assert sorted(v.overrides["probes"].init_spread or 0 for v in spread.variants if v.method.startswith("probegen")) \
+        == [0, 0.45, 0.58]  # the default start (None) and two wider ones
+    assert sorted(v.overrides["probes"].std for v in spread.variants if v.method.startswith("gaussian")) \
+        == [0.33, 0.45, 0.58]  # fixed probes at ProbeGen's default spread, between, and uniform's
+    assert any(v.overrides["probes"].kind == "uniform" for v in spread.variants)
     for s in grid.values():  # every section holds its reference and names variants uniquely
         assert any(v.method == s.reference for v in s.variants)
         assert len({v.name for v in s.variants}) == len(s.variants)

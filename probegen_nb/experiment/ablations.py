@@ -21,7 +21,7 @@ from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.stats import compare_variants
 from probegen_nb.experiment.sweep import Sweep, SweepRun, run_sweep
-from probegen_nb.probes.coords import ProbeGenConfig, UniformConfig, VanillaConfig
+from probegen_nb.probes.coords import GaussianConfig, ProbeGenConfig, UniformConfig, VanillaConfig
 from probegen_nb.probes.dead_leaves import DeadLeavesConfig
 from probegen_nb.probes.images import ConvProbeGenConfig, ImageGaussianConfig, ImageVanillaConfig, LinearImageGenConfig
 from probegen_nb.probes.real_images import RealImagesConfig
@@ -91,6 +91,14 @@ def sections(fast: bool = False) -> dict[str, Section]:
     if fast:
         images = [images[0], images[1], images[6], images[7], images[-1]]
     image_sizes = (64, 128) if fast else (175, 350, 700, 1400)
+    # where the probes start: ProbeGen's default init puts them near the centre (std ≈ 0.34 per coordinate), uniform
+    # probes have 0.58; fixed Gaussian probes at the same spreads show what the spread alone is worth
+    spreads = (0.58,) if fast else (0.45, 0.58)
+    spread = [Variant("probegen", {"probes": default})]
+    spread += [Variant(f"probegen init_spread={s_}", {"probes": ProbeGenConfig(init_spread=s_)}) for s_ in spreads]
+    spread += [Variant(f"gaussian std={s_}", {"probes": GaussianConfig(std=s_)}) for s_ in ((0.33,) if fast
+                                                                                          else (0.33, 0.45, 0.58))]
+    spread.append(Variant("uniform", {"probes": UniformConfig()}))
     against_dead_leaves = (("probegen", conv), ("dead-leaves", DeadLeavesConfig()))
     found = {
         "n_probes": Section("n_probes", "1. Number of probes Q (MNIST INRs)", "inr", tuple(
@@ -113,6 +121,7 @@ def sections(fast: bool = False) -> dict[str, Section]:
                                                   for n in image_sizes
                                                   for m, p in against_dead_leaves),
                                      axis="train models", log_x=True, base={"n_probes": 8 if fast else 64}),
+        "spread": Section("spread", "6c. Where the probes start: initial spread (MNIST INRs)", "inr", tuple(spread)),
     }
     return found
 
