@@ -80,10 +80,12 @@ def outputs_and_grads(model: ProbingModel, represent: Represent, labels: torch.T
     return [rep.detach(), *torch.autograd.grad(loss, list(model.parameters()))]
 
 
-def outputs_and_input_grads(represent: Represent, probes: torch.Tensor, cotangent: torch.Tensor) -> list[torch.Tensor]:
-    """The representations of `probes` and the gradient of <representations, cotangent> w.r.t. the probes."""
+def outputs_and_input_grads(represent: Represent, probes: torch.Tensor, seed: int) -> list[torch.Tensor]:
+    """The representations of `probes` and the gradient of <representations, c> w.r.t. the probes, for a random
+    cotangent c drawn from `seed` (the same c for every path with the same representation shape)."""
     x = probes.detach().requires_grad_()
     rep = represent(x)
+    cotangent = torch.randn(rep.shape, generator=torch.Generator().manual_seed(seed)).to(rep.device)
     return [rep.detach(), torch.autograd.grad((rep * cotangent).sum(), x)[0]]
 
 
@@ -94,13 +96,9 @@ def max_abs_diff(model: ProbingModel, reference: Represent, batched: Represent, 
     The spread probes' input gradients are compared as a share of the reference's largest one: they reach O(100)
     for SIRENs (w0 = 30 scales each sine layer's derivative)."""
     pairs = list(zip(outputs_and_grads(model, reference, labels), outputs_and_grads(model, batched, labels)))
-    g = torch.Generator().manual_seed(0)
     probes = model.probes().detach()
-    spread = (torch.rand(probes.shape, generator=g) * 2 - 1).to(probes.device)
-    with torch.no_grad():
-        shape = reference(spread).shape  # [B, Q·K]
-    cotangent = torch.randn(shape, generator=g).to(probes.device)
-    (rep_a, grad_a), (rep_b, grad_b) = (outputs_and_input_grads(r, spread, cotangent) for r in (reference, batched))
+    spread = (torch.rand(probes.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(probes.device)
+    (rep_a, grad_a), (rep_b, grad_b) = (outputs_and_input_grads(r, spread, seed=1) for r in (reference, batched))
     scale = grad_a.abs().max().clamp_min(1e-12)
     pairs += [(rep_a, rep_b), (grad_a / scale, grad_b / scale)]
     return max(float((a - b).abs().max()) for a, b in pairs)
