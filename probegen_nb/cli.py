@@ -11,23 +11,37 @@ from pathlib import Path
 
 from probegen_nb.app.runner import REPO, run_demo, run_notebook
 from probegen_nb.core.data import DATASETS, images_to_inputs, load_dataset
+from probegen_nb.core.device import describe_device, resolve_device
 from probegen_nb.core.engine import EngineConfig
+from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.core.zoo_io import load_zoo
 from probegen_nb.experiment import quickstart
 from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.protocol import protocol_epochs
 from probegen_nb.experiment.stats import format_comparison
 from probegen_nb.experiment.train import train
 from probegen_nb.probes.registry import PROBE_CONFIGS
 from probegen_nb.zoos.cnn import CNNZooRecipe, build_cnn_zoo, sample_wild_park_specs
-from probegen_nb.zoos.inr import HIGH_QUALITY_RECIPE, PUBLIC_RECIPE, build_inr_zoo, plan_from_splits_json, plan_inr_zoo
+from probegen_nb.zoos.inr import (
+    HIGH_QUALITY_RECIPE,
+    PUBLIC_RECIPE,
+    build_inr_zoo,
+    default_chunk_size,
+    describe_plan,
+    estimate_build_seconds,
+    plan_from_splits_json,
+    plan_inr_zoo,
+    plan_one_per_image,
+)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and option, with its default and help."""
     parser = argparse.ArgumentParser(prog="python -m probegen_nb.cli")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build-inr-zoo", help="fit a SIREN INR zoo (resumable: rerun the same command to continue)")
     b.add_argument("--dataset", choices=[d for d in DATASETS if not d.startswith("cifar")], default="mnist")
-    b.add_argument("--out", type=Path, required=True, help="zoo folder to write")
+    b.add_argument("--out", type=Path, help="zoo folder to write (not needed with --dry-run)")
     b.add_argument("--n-train", type=int, default=4000, help="INRs of official train images in the train split")
     b.add_argument("--n-val", type=int, default=500, help="INRs of other official train images in the val split")
     b.add_argument("--n-test", type=int, default=1000, help="INRs of official test images in the test split")
@@ -36,8 +50,18 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--max-per-split", type=int, nargs="+", metavar="N",
                    help="with --splits-json: subsample each split to at most N INRs, class-balanced (one N for "
                         "every split, or three: train val test)")
+    b.add_argument("--all-images", action="store_true",
+                   help="one INR per image, as the public zoos (70,000): the --splits-json file if given, else val = "
+                        "the last twelfth of the official train images (MNIST: 55,000 / 5,000 / 10,000); "
+                        "overrides --n-*")
+    b.add_argument("--first-images", type=int, metavar="N",
+                   help="with --all-images: only the first N official images (train and test in proportion), "
+                        "a preview of the full build")
+    b.add_argument("--dry-run", action="store_true",
+                   help="print the plan (INRs per split and class) and the build time estimated from a short "
+                        "measurement on --device; fit nothing")
     b.add_argument("--recipe", choices=["public", "high-quality"], default="public")
-    b.add_argument("--chunk-size", type=int, default=64, help="INRs fitted at once (64 suits a CPU, 4096+ a GPU)")
+    b.add_argument("--chunk-size", type=int, help="INRs fitted at once (default: 64 on a CPU, 16,384 on a GPU)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--device", default="auto")
     b.add_argument("--overwrite", action="store_true")
@@ -73,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--out", type=Path, required=True, help="run folder to write")
     t.add_argument("--probes", choices=sorted(PROBE_CONFIGS), default="probegen", help="probe source, default config")
     t.add_argument("--n-probes", type=int, default=RunConfig.n_probes)
-    t.add_argument("--epochs", type=int, default=RunConfig.epochs)
+    t.add_argument("--epochs", type=int,
+                   help="default: the zoo's benchmark protocol (150 on CIFAR10-GS, 30 on INR zoos and Wild Park)")
     t.add_argument("--max-train-models", type=int, help="use only the first N train models")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
@@ -99,7 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--epochs", type=int, default=RunConfig.epochs)
     r.add_argument("--max-train-models", type=int, help="use only the first N train models")
     r.add_argument("--device", default="auto")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.command == "demo":
         out_root = args.out.resolve()
         run_demo(out_root)
@@ -113,10 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {run_notebook(args.name, args.out.resolve(), parameters)}")
         return
     if args.command == "train":
-        config = RunConfig(zoo_dir=str(args.zoo), probes=PROBE_CONFIGS[args.probes](), n_probes=args.n_probes,
-                           epochs=args.epochs, max_train_models=args.max_train_models, seed=args.seed,
-                           device=args.device)
-        m = train(config, out_dir=args.out).metrics
+        zoo = load_zoo(args.zoo)
+        m = train(train_config(args, zoo), zoo, out_dir=args.out).metrics
         name = m["metric"]
         print(f"wrote {args.out}: test {name} {m[f'test_{name}']:.4f} at the best-validation epoch {m['best_epoch']} "
               f"(last step {m[f'last_test_{name}']:.4f}), {m['train_seconds']:.1f} s on {m['device']}")
@@ -142,21 +169,64 @@ def main(argv: list[str] | None = None) -> None:
               f"{acc.median():.3f}, IQR {acc.quantile(0.75) - acc.quantile(0.25):.3f}, max {acc.max():.3f}")
         return
 
+    build_inr_zoo_command(args)
+
+
+def build_inr_zoo_command(args: argparse.Namespace) -> None:
+    """`build-inr-zoo`: plan (class-balanced counts, a public split file, or one INR per image), then fit, or with
+    --dry-run print the plan and the estimated time."""
+    if args.first_images is not None and not args.all_images:
+        raise SystemExit("--first-images N needs --all-images (it previews the one-INR-per-image build)")
     dataset = load_dataset(args.dataset)
-    if args.splits_json:
+    if args.all_images:
+        if args.max_per_split:
+            raise SystemExit("--all-images builds every image of the split file; drop --max-per-split")
+        plan, rule = plan_one_per_image(dataset, args.splits_json, args.first_images)
+    elif args.splits_json:
         caps = args.max_per_split or []
         if len(caps) not in (0, 1, 3):
             raise SystemExit(f"--max-per-split takes one count or three (train val test), got {caps}")
         cap = dict(zip(("train", "val", "test"), caps * 3 if len(caps) == 1 else caps)) if caps else None
         plan = plan_from_splits_json(args.splits_json, cap, seed=args.seed)
+        rule = f"the public split file {args.splits_json.name}" + (f", at most {caps} a split" if caps else "")
     else:
         plan = plan_inr_zoo(dataset, args.n_train, args.n_val, args.n_test, seed=args.seed)
+        rule = "class-balanced, distinct images (--n-train/--n-val/--n-test)"
     recipe = HIGH_QUALITY_RECIPE if args.recipe == "high-quality" else PUBLIC_RECIPE
-    zoo = build_inr_zoo(plan, dataset, args.out, recipe=recipe, chunk_size=args.chunk_size, seed=args.seed,
+    chunk_size = args.chunk_size or default_chunk_size(args.device)
+    if args.dry_run:
+        est = estimate_build_seconds(len(plan), args.device, chunk_size, recipe)
+        print(f"{dataset.name} INR zoo, {len(plan):,} INRs ({rule}):")
+        print(describe_plan(plan, dataset.classes).to_string())
+        bound = " at most (the build compiles its step: about 2x faster)" if est["upper_bound"] else ""
+        print(f"estimated fitting time on {describe_device(resolve_device(args.device))}: "
+              f"{format_seconds(est['seconds'])}{bound} ({len(plan):,} INRs x {recipe.steps} steps at "
+              f"{est['inr_steps_per_s']:,.0f} INR-steps/s, measured at {est['measured_batch']:,} at once); "
+              f"chunks of {chunk_size:,}; nothing was fitted (drop --dry-run to build)")
+        return
+    if args.out is None:
+        raise SystemExit("build-inr-zoo: --out DIR is required (the zoo folder to write), unless --dry-run")
+    zoo = build_inr_zoo(plan, dataset, args.out, recipe=recipe, chunk_size=chunk_size, seed=args.seed,
                         device=args.device, overwrite=args.overwrite, engine=build_engine(args))
     psnr = zoo.table["psnr"]
     print(f"wrote {args.out}: {len(zoo)} INRs, PSNR mean {psnr.mean():.2f} dB (min {psnr.min():.2f}, "
           f"max {psnr.max():.2f})")
+
+
+def train_config(args: argparse.Namespace, zoo: AnyZoo) -> RunConfig:
+    """`train`'s run config: the paper's protocol for the zoo's benchmark (its epochs: `protocol_epochs`) unless the
+    options say otherwise."""
+    epochs = args.epochs if args.epochs is not None else protocol_epochs(zoo)
+    return RunConfig(zoo_dir=str(args.zoo), probes=PROBE_CONFIGS[args.probes](), n_probes=args.n_probes,
+                     epochs=epochs, max_train_models=args.max_train_models, seed=args.seed, device=args.device)
+
+
+def format_seconds(seconds: float) -> str:
+    """1 h 02 min, 3 min 05 s, 42 s: a duration as a person reads it."""
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{seconds:.0f} s"
 
 
 def parse_parameter(text: str) -> tuple[str, object]:

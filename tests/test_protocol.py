@@ -8,6 +8,7 @@ classes, MSE for regressed accuracies, Kendall τ as the generalization metric (
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,7 @@ from probegen_nb.probes.coords import DeepLinearGenerator, ProbeGenConfig, Unifo
 from probegen_nb.probes.images import ConvProbeGenConfig, ConvProbeGenerator
 from probegen_nb.zoos.inr import init_siren_params
 
+EMBEDDED = Path(__file__).resolve().parents[1] / "data" / "zoos"
 PAPER_RUN = {"n_probes": 128, "epochs": 30, "lr": 3e-4, "batch_size": 32, "hidden": 256, "n_hidden": 4,
              "weight_decay": 0.0, "generator_weight_decay": 0.0, "max_train_models": None, "device": "auto",
              "cache_responses": True}
@@ -144,3 +146,25 @@ def test_fixed_probe_responses_are_cached_and_change_nothing(zoo: Zoo) -> None:
         assert a["val_accuracy"] == pytest.approx(b["val_accuracy"], abs=1e-9)
     learned = train(RunConfig(n_probes=16, epochs=1, device="cpu"), zoo, progress=False)
     assert learned.metrics["responses_cached"] is False  # learned probes move: nothing to cache
+
+
+def test_protocol_epochs_per_benchmark_are_the_official_scripts() -> None:
+    """150 epochs on CIFAR10-GS, 30 on the INR zoos and Wild Park (the official scripts); `train` on the command line
+    takes them from the zoo unless --epochs says otherwise."""
+    from probegen_nb.cli import build_parser, train_config
+    from probegen_nb.core.zoo_io import load_zoo
+    from probegen_nb.experiment.protocol import benchmark_of, protocol_epochs
+
+    inr, cnn = load_zoo(EMBEDDED / "mnist-inr-small"), load_zoo(EMBEDDED / "cifar10-gs-cnn-small")
+    assert (benchmark_of(inr), protocol_epochs(inr)) == ("mnist-inr", 30)
+    assert (benchmark_of(cnn), protocol_epochs(cnn)) == ("cifar10-gs", 150)
+    for info, benchmark in (({"builder": "probegen_nb.zoos.public.cnn.convert_small_cnn_zoo"}, "cifar10-gs"),
+                            ({"builder": "probegen_nb.zoos.public.cnn.convert_cnn_wild_park"}, "wild-park"),
+                            ({"dataset": "cifar10"}, "wild-park"), ({"dataset": "fmnist"}, "other")):
+        assert benchmark_of(dataclasses.replace(cnn, info=info)) == benchmark
+    assert protocol_epochs(dataclasses.replace(cnn, info={"dataset": "cifar10"})) == 30
+    assert benchmark_of(dataclasses.replace(inr, info={"dataset": "fmnist"})) == "fmnist-inr"
+    args = build_parser().parse_args(["train", "--zoo", "z", "--out", "o"])
+    assert train_config(args, cnn).epochs == 150 and train_config(args, inr).epochs == 30
+    args = build_parser().parse_args(["train", "--zoo", "z", "--out", "o", "--epochs", "7"])
+    assert train_config(args, cnn).epochs == 7

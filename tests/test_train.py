@@ -128,7 +128,11 @@ def test_learns_a_decodable_label(zoo: Zoo) -> None:
     assert run.metrics["best_val_accuracy"] >= 0.9 and run.metrics["test_accuracy"] >= 0.7  # chance is 1/3
 
 
-def test_nan_loss_stops_with_epoch_and_step_keeping_last_good_checkpoint(zoo: Zoo, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("each_step", [True, False], ids=["cpu-each-step", "gpu-after-the-epoch"])
+def test_nan_loss_stops_with_epoch_and_step_keeping_last_good_checkpoint(zoo: Zoo, tmp_path, monkeypatch,
+                                                                          each_step: bool) -> None:
+    """Both checks name the first bad step: the CPU's at once, a GPU's after the epoch (no host sync per step)."""
+    monkeypatch.setattr(train_mod, "checks_loss_each_step", lambda device: each_step)
     calls = {"n": 0}
     real = train_mod.loss_fn
 

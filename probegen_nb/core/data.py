@@ -84,6 +84,13 @@ class ImageDataset:
         return ImageDataset(self.name, self.train_images[tr], self.train_labels[tr], self.test_images[te],
                             self.test_labels[te], self.classes, f"{self.source} (random subset)")
 
+    def head(self, n_train: int, n_test: int) -> ImageDataset:
+        """The first images of each split in the official order (a small preview of a one-INR-per-image build,
+        whose split rule is by position; MNIST's and Fashion-MNIST's official orders are not sorted by class)."""
+        return ImageDataset(self.name, self.train_images[:n_train], self.train_labels[:n_train],
+                            self.test_images[:n_test], self.test_labels[:n_test], self.classes,
+                            f"{self.source} (first {n_train} train, {n_test} test images)")
+
     def provenance(self) -> dict[str, object]:
         """What a zoo.json records about its training data: name, kind of source and a content hash, not a path
         (the same arrays hash the same on any machine)."""

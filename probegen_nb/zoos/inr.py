@@ -211,6 +211,87 @@ def plan_inr_zoo(dataset: ImageDataset, n_train: int, n_val: int, n_test: int, s
     return plan
 
 
+# The public MNIST INR zoo's split file is not available here, so a one-INR-per-image MNIST zoo splits by position:
+# val is the last twelfth of the official train images (55,000-59,999 of 60,000: the public zoo's 5,000), train the
+# rest, test every official test image. Deterministic, seed-free, and the same on any copy of MNIST.
+VAL_FRACTION_OF_TRAIN_IMAGES = 1 / 12
+
+
+def plan_all_images(dataset: ImageDataset) -> pd.DataFrame:
+    """One INR per image, as the public MNIST and Fashion-MNIST INR zoos (70,000 each): val is the last twelfth of the
+    official train images (`VAL_FRACTION_OF_TRAIN_IMAGES`), train the rest, test every official test image, each
+    split in the official order. Columns as `plan_inr_zoo`'s. For Fashion-MNIST the public split json is the faithful
+    plan (`plan_from_splits_json`)."""
+    n_train_images = len(dataset.labels("train"))
+    n_val = round(n_train_images * VAL_FRACTION_OF_TRAIN_IMAGES)
+    parts = []
+    for split, image_split, index in (("train", "train", np.arange(n_train_images - n_val)),
+                                      ("val", "train", np.arange(n_train_images - n_val, n_train_images)),
+                                      ("test", "test", np.arange(len(dataset.labels("test"))))):
+        labels = dataset.labels(image_split)[index]
+        parts.append(pd.DataFrame({"split": split, "label": labels.astype(int), "image_split": image_split,
+                                   "image_index": index}))
+    plan = pd.concat(parts, ignore_index=True)
+    plan.insert(0, "model_id", np.arange(len(plan)))
+    return plan
+
+
+def plan_one_per_image(dataset: ImageDataset, splits_json: str | Path | None = None,
+                       first_images: int | None = None) -> tuple[pd.DataFrame, str]:
+    """The public-size plan, one INR per image, and a line saying which rule made it: the public split file where
+    one is given (Fashion-MNIST's is in the project's shared data), else `plan_all_images`'s positional rule.
+    `first_images`: only the first N official images, train and test in the data set's proportion (a preview or a
+    test of the full build; under the positional rule val is then the last twelfth of those train images)."""
+    if first_images is not None:
+        n_tr, n_te = len(dataset.labels("train")), len(dataset.labels("test"))
+        if not 0 < first_images <= n_tr + n_te:
+            raise ValueError(f"first_images (={first_images}) must be in 1..{n_tr + n_te}, the {dataset.name} images")
+        keep_tr = round(first_images * n_tr / (n_tr + n_te))
+        dataset = dataset.head(keep_tr, first_images - keep_tr)
+    if splits_json is None:
+        return plan_all_images(dataset), (f"one INR per image; val = the last twelfth of the "
+                                          f"{len(dataset.labels('train')):,} official train images, test = every "
+                                          f"official test image")
+    plan = plan_from_splits_json(splits_json)
+    if first_images is not None:
+        n_images = {"train": len(dataset.labels("train")), "test": len(dataset.labels("test"))}
+        plan = plan[plan["image_index"] < plan["image_split"].map(n_images)].reset_index(drop=True)
+        plan["model_id"] = np.arange(len(plan))
+    return plan, f"one INR per image of the public split file {Path(splits_json).name}"
+
+
+def describe_plan(plan: pd.DataFrame, classes: tuple[str, ...] | int) -> pd.DataFrame:
+    """INRs per split (rows, in split order) and class (columns), with totals: what `build-inr-zoo --dry-run`
+    prints before anything is fitted."""
+    n_classes = classes if isinstance(classes, int) else len(classes)
+    counts = (pd.crosstab(plan["split"], plan["label"]).reindex(index=[s for s in SPLITS if s in set(plan["split"])],
+                                                                 columns=range(n_classes), fill_value=0))
+    counts["total"] = counts.sum(axis=1)
+    counts.loc["total"] = counts.sum(axis=0)
+    counts.columns.name, counts.index.name = "class", "split"
+    return counts
+
+
+def estimate_build_seconds(n_inrs: int, device: str | torch.device = "auto", chunk_size: int = 64,
+                           recipe: SirenRecipe = PUBLIC_RECIPE, spec: SirenSpec = SirenSpec(),
+                           measure_steps: int = 20) -> dict[str, float]:
+    """How long `build_inr_zoo` of `n_inrs` INRs will fit, from a short measurement of the fitting step at the
+    build's chunk size on this device (eager, after a warm-up): every INR runs `recipe.steps` steps (the public recipe
+    never reaches its 40 dB early stop on MNIST), so the fit takes n_inrs · steps / rate. A CPU build that compiles
+    its step (`compiles_by_default`) runs about 2x faster than this eager rate: there the figure is an upper bound."""
+    dev = resolve_device(device)
+    batch = max(1, min(chunk_size, n_inrs))
+    rate = measure_fit_throughput(dev, batch=batch, steps=measure_steps, spec=spec, recipe=recipe)  # INR-steps/s
+    return {"inr_steps_per_s": rate, "seconds": n_inrs * recipe.steps / rate, "measured_batch": batch,
+            "upper_bound": compiles_by_default(n_inrs, recipe, dev)}
+
+
+def default_chunk_size(device: str | torch.device) -> int:
+    """INRs fitted at once when not told: 64 on a CPU (larger chunks are no faster there, measured), 16,384 on a GPU
+    (739k INR-steps/s on an H200, where 64 at once would leave it idle)."""
+    return 64 if resolve_device(device).type == "cpu" else 16_384
+
+
 def plan_from_splits_json(path: str | Path, max_per_split: dict[str, int] | None = None,
                           seed: int = 0, balance_classes: bool = True) -> pd.DataFrame:
     """The public INR zoos' image-to-split assignment ({split: {path: [...], label: [...]}}, paths in either
