@@ -68,7 +68,7 @@ def reference_train(spec: CNNSpec, hp, train_x: torch.Tensor, train_y: torch.Ten
     """Each model trained alone: its own module, optimizer, L2 term and minibatches from its own data subset."""
     init = init_cnn_params(spec, hp, generator)
     for i, row in enumerate(hp.itertuples()):
-        model = ReferenceCNN(spec, row.dropout)
+        model = ReferenceCNN(spec, row.dropout).to(train_x.device)
         model.net.load_state_dict({k: v[i] for k, v in init.items()})
         opt = make_optimizer(row.optimizer, model.parameters(), row.lr)
         subset = torch.randperm(len(train_x), generator=generator)[: int(row.train_fraction * len(train_x))]
@@ -91,7 +91,7 @@ def max_abs_diff_after_steps(spec: CNNSpec, hp, train_x: torch.Tensor, train_y: 
     idx = torch.randint(len(train_x), (steps, m, batch), generator=generator)  # [T, M, B] each model's minibatches
     reference = []
     for i, row in enumerate(hp.itertuples()):
-        model = ReferenceCNN(spec, 0.0)
+        model = ReferenceCNN(spec, 0.0).to(train_x.device)
         model.net.load_state_dict({k: v[i] for k, v in init.items()})
         opt = make_optimizer(row.optimizer, model.parameters(), row.lr)
         for t in range(steps):
@@ -100,7 +100,7 @@ def max_abs_diff_after_steps(spec: CNNSpec, hp, train_x: torch.Tensor, train_y: 
             opt.zero_grad()
             loss.backward()
             opt.step()
-        reference.append(model.net.state_dict())
+        reference.append({k: v.detach().cpu() for k, v in model.net.state_dict().items()})  # compared on the host
     params = [init[k].to(train_x.device).requires_grad_() for k in names]
     lr, l2 = (torch.tensor(hp[c].to_numpy(), dtype=torch.float32, device=train_x.device) for c in ("lr", "l2"))
     opt = PerModelOptimizer(params, hp["optimizer"].to_numpy(), lr)

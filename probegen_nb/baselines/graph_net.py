@@ -50,7 +50,7 @@ class GraphNetConfig:
         index = torch.arange(len(train_zoo), device=zoo_device(train_zoo))
         params = rows_params(train_zoo, index)
         mean = torch.stack([params[n].mean() for n in shapes])  # [T]
-        std = torch.stack([params[n].std() if params[n].numel() > 1 else torch.ones(()) for n in shapes])
+        std = torch.stack([params[n].std() if params[n].numel() > 1 else params[n].new_ones(()) for n in shapes])
         std = torch.where(std.isnan() | (std < self.std_floor), torch.ones_like(std), std)
         return GraphNet(ModelGraph(shapes), mean, std, self.node_dim, self.n_layers, d_out, hidden, n_hidden)
 

@@ -51,7 +51,7 @@ class NFNConfig:
         index = torch.arange(len(train_zoo), device=zoo_device(train_zoo))
         params = rows_params(train_zoo, index)
         mean = torch.stack([params[n].mean() for n in names])  # [T]: one scalar per tensor
-        std = torch.stack([params[n].std() if params[n].numel() > 1 else torch.ones(()) for n in names])
+        std = torch.stack([params[n].std() if params[n].numel() > 1 else params[n].new_ones(()) for n in names])
         std = torch.where(std.isnan() | (std < self.std_floor), torch.ones_like(std), std)
         return NFN(shapes, mean, std, self.mode, self.hidden_channels, d_out, hidden, n_hidden)
 

@@ -67,6 +67,7 @@ def tune_cpu_allocator() -> bool:
     Batched CPU work allocates and frees the same large activations each step; with glibc's defaults every one
     of them is a fresh mmap whose pages fault in again (measured here: about 25% of INR fitting time). Linux/glibc
     only, once per process; set PROBEGEN_NO_MALLOC_TUNING=1 to opt out. Returns whether it is in effect.
+    Callers skip it for GPU work: GPU memory comes from torch's CUDA caching allocator, which glibc does not touch.
     """
     global _ALLOCATOR_TUNED
     if _ALLOCATOR_TUNED or os.environ.get("PROBEGEN_NO_MALLOC_TUNING") == "1" or sys.platform != "linux":
@@ -280,7 +281,7 @@ class ThreadGovernor:
             gov.previous = gov.threads = _ACTIVE.previous
             _ACTIVE._finished = True
         _ACTIVE = gov
-        if gov.cpu:
+        if gov.cpu:  # GPU jobs keep torch's thread count: their host threads only launch kernels
             gov.load_at_start = _sampler().current(policy.min_window_s) if gov.setting == "auto" else None
             gov._set(gov._choose(gov.load_at_start) if gov.setting == "auto" else int(gov.setting))
         return gov
@@ -299,7 +300,7 @@ class ThreadGovernor:
 
     def update(self) -> None:
         """Re-read the load and adjust the threads, at most every `policy.interval_s` (otherwise: one clock read)."""
-        if not self.cpu or self.setting != "auto" or self._finished:
+        if not self.cpu or self.setting != "auto" or self._finished:  # a GPU job: nothing to re-read
             return
         now = time.monotonic()
         if now < self._next:

@@ -172,7 +172,7 @@ def train_cnns(spec: CNNSpec, hp: pd.DataFrame, train_x: torch.Tensor, train_y: 
     Each model draws its mini-batches from its own subset (a random `train_fraction` of train_x), epoch by epoch:
     a fresh shuffle of the subset each epoch, one stream across epoch ends so every batch is full."""
     m, n_train = len(hp), len(train_x)
-    if device.type == "cpu":
+    if device.type == "cpu":  # GPU: torch's CUDA caching allocator already reuses the activations' memory
         tune_cpu_allocator()
     subset_sizes = [max(1, round(f * n_train)) for f in hp["train_fraction"].to_numpy()]
     schedules = [recipe.schedule(n) for n in subset_sizes]

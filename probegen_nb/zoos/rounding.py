@@ -44,12 +44,13 @@ def rounding_effect(zoo32: AnyZoo, zoo16: AnyZoo, probes: torch.Tensor, test_x: 
                                             - forward(g32.spec, p32, probes)).abs().max()))
             if test_x is None or test_y is None:
                 continue
-            correct = torch.zeros(len(next(iter(p16.values()))))
+            correct = torch.zeros(len(next(iter(p16.values()))), device=test_x.device)  # beside the predictions
             for t in range(0, len(test_x), 1000):  # [m, n, K] at most 1,000 images at a time
                 pred = forward(g32.spec, p16, test_x[t:t + 1000]).argmax(-1)
                 correct += (pred == test_y[t:t + 1000]).sum(-1)
             acc16 = correct / len(test_x)
-            acc32 = torch.as_tensor(g32.table[label].to_numpy()[s:s + chunk], dtype=torch.float32)
+            acc32 = torch.as_tensor(g32.table[label].to_numpy()[s:s + chunk], dtype=torch.float32,
+                                    device=acc16.device)
             diff = (acc16 - acc32).abs()
             accuracy = max(accuracy, float(diff.max()))
             changed += int((diff > 1e-6).sum())

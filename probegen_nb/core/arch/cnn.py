@@ -146,7 +146,7 @@ PROBE_TILE_BYTES = 4 * 2**20
 
 def probe_tile(spec: CNNSpec, n_models: int, n_probes: int, device: torch.device) -> int:
     """How many inputs (probes, or images per model) one tile of `cnn_forward` takes (all of them on a GPU)."""
-    if device.type != "cpu":
+    if device.type != "cpu":  # GPU: one tile, a single launch over all inputs
         return n_probes
     per_probe = 4 * n_models * max(c * s * s for c, s in zip(spec.channels, spec.feature_sizes()))  # fp32 bytes
     return max(1, min(n_probes, PROBE_TILE_BYTES // per_probe))
@@ -154,11 +154,11 @@ def probe_tile(spec: CNNSpec, n_models: int, n_probes: int, device: torch.device
 
 # CPU: a zoo larger than this goes through cnn_forward in chunks of this many models (each chunk tiled as above):
 # 256 Small CNNs on 128 shared probes, forward + backward, took 462 ms as one chunk (tiles of one probe) and 334 ms
-# as chunks of 32 (16: 364, 64: 365; AMD EPYC, 2 cores).
+# as chunks of 32 (16: 364, 64: 365; AMD EPYC, 2 cores). On a GPU the whole zoo goes as one chunk.
 MODEL_CHUNK = 32
 # CPU: a first layer on shared inputs with at most this many taps (in_channels · k²) runs as unfold + one batched
 # matmul instead of oneDNN's convolution. Forward + backward, 512 output channels (32 Small CNNs): 3.4× faster at
-# 1·3² taps, 1.6× at 3·3², 1.25× at 3·5², and 0.9–1.1× at 3·7² (AMD EPYC, 2 cores).
+# 1·3² taps, 1.6× at 3·3², 1.25× at 3·5², and 0.9–1.1× at 3·7² (AMD EPYC, 2 cores). A GPU always runs F.conv2d.
 UNFOLD_MAX_TAPS = 75
 
 
@@ -173,7 +173,7 @@ def cnn_forward(spec: CNNSpec, params: Mapping[str, torch.Tensor], x: torch.Tens
     transforms layer i's activations h [P, M·O, H', W'].
     """
     m = params["fc.weight"].shape[0]
-    if x.device.type == "cpu" and after_activation is None and x.dim() == 4 and m > MODEL_CHUNK:
+    if x.device.type == "cpu" and after_activation is None and x.dim() == 4 and m > MODEL_CHUNK:  # GPU: one chunk
         chunks = [{k: v[i:i + MODEL_CHUNK] for k, v in params.items()} for i in range(0, m, MODEL_CHUNK)]
         return torch.cat([cnn_forward(spec, chunk, x) for chunk in chunks])
     axis = x.dim() - 4  # the P axis: 0 for shared inputs, 1 for per-model ones
@@ -187,7 +187,7 @@ def _first_layer_shared(spec: CNNSpec, w: torch.Tensor, b: torch.Tensor, x: torc
     """Layer 0 of all M models on shared inputs x [P, C, H, W] → [P, M·O, H', W']: one convolution with all models'
     filters, as unfold + a batched matmul on the CPU for small kernels (`UNFOLD_MAX_TAPS`)."""
     k, stride, padding = spec.kernel_size[0], spec.stride[0], spec.padding[0]
-    if x.device.type != "cpu" or spec.in_channels * k * k > UNFOLD_MAX_TAPS:
+    if x.device.type != "cpu" or spec.in_channels * k * k > UNFOLD_MAX_TAPS:  # GPU: always cuDNN's convolution
         return F.conv2d(x, w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride=stride, padding=padding)
     size = spec.feature_sizes()[0]
     cols = F.unfold(x, k, padding=padding, stride=stride)  # [P, C·k·k, H'·W']
