@@ -77,7 +77,7 @@ COMPILE_MIN_INR_STEPS = 2_000_000
 
 def compiles_by_default(n_inrs: int, recipe: SirenRecipe, device: torch.device) -> bool:
     """Whether a build of `n_inrs` INRs fits through torch.compile unless told: long builds on a CPU."""
-    return device.type == "cpu" and n_inrs * recipe.steps >= COMPILE_MIN_INR_STEPS
+    return device.type == "cpu" and n_inrs * recipe.steps >= COMPILE_MIN_INR_STEPS  # GPU: eager (16k at once)
 
 
 def loss_and_grads(spec: SirenSpec, names: list[str], params: list[torch.Tensor], coords: torch.Tensor,
@@ -115,9 +115,9 @@ def fit_inrs(images: torch.Tensor | np.ndarray, spec: SirenSpec = SirenSpec(), r
     warning, where compiling fails, e.g. without a C++ compiler)."""
     dev = resolve_device(device)
     if dev.type == "cpu":
-        tune_cpu_allocator()
+        tune_cpu_allocator()  # GPU: torch's CUDA caching allocator already reuses freed blocks
     threads = ThreadGovernor.start("inr_fit", dev)  # CPU: intra-op threads fitted to the machine's load
-    imgs = torch.as_tensor(np.asarray(images))
+    imgs = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))  # a CUDA tensor too
     target = (imgs.float() / 255 if imgs.dtype == torch.uint8 else imgs.float()).to(dev)
     b, h, w = target.shape
     target = target.reshape(b, h * w, 1)  # [B, P, 1]
