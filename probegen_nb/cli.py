@@ -10,17 +10,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from probegen_nb.app.runner import REPO, run_demo, run_notebook
-from probegen_nb.core.data import DATASETS, images_to_inputs, load_dataset
+from probegen_nb.core.data import DATASETS, DataUnavailableError, images_to_inputs, load_dataset
 from probegen_nb.core.device import describe_device, resolve_device
 from probegen_nb.core.engine import EngineConfig
 from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.core.zoo_io import load_zoo
 from probegen_nb.experiment import quickstart
 from probegen_nb.experiment.config import RunConfig
-from probegen_nb.experiment.protocol import protocol_epochs
+from probegen_nb.experiment.protocol import protocol_epochs, protocol_probes
 from probegen_nb.experiment.stats import format_comparison
 from probegen_nb.experiment.train import train
-from probegen_nb.probes.registry import PROBE_CONFIGS
+from probegen_nb.probes.registry import PROBE_CONFIGS, check_fits
 from probegen_nb.zoos.cnn import CNNZooRecipe, build_cnn_zoo, sample_wild_park_specs
 from probegen_nb.zoos.inr import (
     HIGH_QUALITY_RECIPE,
@@ -38,6 +38,7 @@ from probegen_nb.zoos.inr import (
 def build_parser() -> argparse.ArgumentParser:
     """Every command and option, with its default and help."""
     parser = argparse.ArgumentParser(prog="python -m probegen_nb.cli")
+    parser.add_argument("--debug", action="store_true", help="show the whole traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build-inr-zoo", help="fit a SIREN INR zoo (resumable: rerun the same command to continue)")
     b.add_argument("--dataset", choices=[d for d in DATASETS if not d.startswith("cifar")], default="mnist")
@@ -95,8 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="one probing run into a run folder (the paper's protocol unless told otherwise)")
     t.add_argument("--zoo", type=Path, required=True, help="zoo folder")
     t.add_argument("--out", type=Path, required=True, help="run folder to write")
-    t.add_argument("--probes", choices=sorted(PROBE_CONFIGS), default="probegen", help="probe source, default config")
-    t.add_argument("--n-probes", type=int, default=RunConfig.n_probes)
+    coordinates = ", ".join(k for k, c in sorted(PROBE_CONFIGS.items()) if c.inputs == "coordinates")
+    images = ", ".join(k for k, c in sorted(PROBE_CONFIGS.items()) if c.inputs == "images")
+    t.add_argument("--probes", choices=sorted(PROBE_CONFIGS), metavar="SOURCE",
+                   help=f"probe source, its default config (default: the paper's for the zoo: probegen on INR zoos, "
+                        f"probegen-conv on CNN zoos). INR zoos: {coordinates}; CNN zoos: {images}")
+    t.add_argument("--n-probes", type=int, help="Q (default: the paper's for the zoo: 128 on INR zoos, 64 on CNN zoos)")
     t.add_argument("--epochs", type=int,
                    help="default: the zoo's benchmark protocol (150 on CIFAR10-GS, 30 on INR zoos and Wild Park)")
     t.add_argument("--max-train-models", type=int, help="use only the first N train models")
@@ -127,8 +132,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what a user can fix (a bad setting, a missing or malformed file or folder): one line, not a traceback
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, DataUnavailableError)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    try:
+        run_command(args)
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        raise SystemExit(f"error: {e}\n(python -m probegen_nb.cli --debug {args.command} ... shows the traceback)"
+                         ) from None
+
+
+def run_command(args: argparse.Namespace) -> None:
+    """The parsed command, run."""
     if args.command == "demo":
         out_root = args.out.resolve()
         run_demo(out_root)
@@ -217,8 +237,12 @@ def train_config(args: argparse.Namespace, zoo: AnyZoo) -> RunConfig:
     """`train`'s run config: the paper's protocol for the zoo's benchmark (its epochs: `protocol_epochs`) unless the
     options say otherwise."""
     epochs = args.epochs if args.epochs is not None else protocol_epochs(zoo)
-    return RunConfig(zoo_dir=str(args.zoo), probes=PROBE_CONFIGS[args.probes](), n_probes=args.n_probes,
-                     epochs=epochs, max_train_models=args.max_train_models, seed=args.seed, device=args.device)
+    kind, n_probes = protocol_probes(zoo)
+    probes = PROBE_CONFIGS[args.probes or kind]()
+    check_fits(probes, zoo.specs[0].input_shape)
+    n_probes = n_probes if args.n_probes is None else args.n_probes
+    return RunConfig(zoo_dir=str(args.zoo), probes=probes, n_probes=n_probes, epochs=epochs,
+                     max_train_models=args.max_train_models, seed=args.seed, device=args.device)
 
 
 def format_seconds(seconds: float) -> str:

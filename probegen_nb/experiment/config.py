@@ -6,6 +6,8 @@ same protocol (splits, seed, epochs, lr, batch, predictor width and depth).
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -40,6 +42,9 @@ class RunConfig:
     baseline: BaselineConfig | None = None  # None: probing; else a weight-space baseline (probe fields unused)
 
     def __post_init__(self) -> None:
+        check_ranges(self, at_least={"n_probes": 1, "epochs": 1, "batch_size": 1, "hidden": 1, "n_hidden": 0,
+                                     "max_train_models": 1, "seed": 0},
+                     non_negative=("weight_decay", "generator_weight_decay"), positive=("lr",))
         baselines = tuple(BASELINE_CONFIGS.values())
         if isinstance(self.probes, baselines):
             raise ValueError(f"RunConfig.probes is {self.probes}, a baseline: pass it as baseline=")
@@ -70,3 +75,22 @@ class RunConfig:
         if isinstance(d.get("baseline"), dict):
             d["baseline"] = baseline_config_from_dict(d["baseline"])
         return cls(**d)
+
+
+def check_ranges(config: Any, at_least: dict[str, int] = {}, non_negative: tuple[str, ...] = (),  # noqa: B006
+                 positive: tuple[str, ...] = ()) -> None:
+    """One clear error for the first field out of range (a field left at None is not checked): a run with no probes,
+    no epochs or a negative learning rate would otherwise train to a complete-looking folder at chance, or crash late
+    with an unrelated error."""
+    name = type(config).__name__
+    for field_name, low in at_least.items():
+        value = getattr(config, field_name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low):
+            raise ValueError(f"{name}.{field_name} (={value!r}) must be an integer of at least {low}")
+    for field_name in non_negative + positive:
+        value = getattr(config, field_name)
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and (
+            value > 0 if field_name in positive else value >= 0)
+        if not ok:
+            raise ValueError(f"{name}.{field_name} (={value!r}) must be a finite number "
+                             f"{'above 0' if field_name in positive else 'of at least 0'}")

@@ -42,6 +42,14 @@ def benchmark_of(zoo: Zoo | MixedZoo) -> Benchmark:
     return "other"
 
 
+def protocol_probes(zoo: Zoo | MixedZoo) -> tuple[str, int]:
+    """The paper's probe source and Q for the zoo's kind of model: ProbeGen's deep linear coordinate generator at
+    Q = 128 for INRs, its transposed-convolution generator at Q = 64 for image classifiers."""
+    if len(zoo.specs[0].input_shape) == 3:
+        return "probegen-conv", 64
+    return "probegen", 128
+
+
 def protocol_epochs(zoo: Zoo | MixedZoo) -> int:
     """Epochs of the official script for the zoo's benchmark: 150 on CIFAR10-GS, 30 everywhere else."""
     return PROTOCOL_EPOCHS.get(benchmark_of(zoo), DEFAULT_EPOCHS)

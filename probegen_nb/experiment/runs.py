@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.core.zoo_io import load_zoo
 from probegen_nb.experiment.config import RunConfig
-from probegen_nb.experiment.train import build_model
+from probegen_nb.experiment.train import build_model, config_digest
 from probegen_nb.methods.probing import ProbingModel
 
 RUN_FILES = ("config.json", "metrics.json")  # what every finished run has (`train()` writes metrics.json last)
@@ -114,6 +114,9 @@ def load_run(folder: str | Path, zoo: AnyZoo | None = None, device: str | torch.
     if missing or config is None:
         raise FileNotFoundError(f"{folder}: not a finished run folder, missing {missing}")
     metrics = _read_json(folder / "metrics.json")
+    if "config_sha256" in metrics and metrics["config_sha256"] != config_digest(config):  # runs before it lack one
+        raise ValueError(f"{folder}: metrics.json completes another config than config.json holds (a run that "
+                         f"was stopped after writing its config, or files copied in); train it again")
     zoo = (zoo if zoo is not None else load_zoo(resolve_zoo_dir(config.zoo_dir, zoo_search))).to(device)
     model = build_model(config, zoo, torch.Generator().manual_seed(config.seed))  # weights replaced just below
     assert isinstance(model, ProbingModel)

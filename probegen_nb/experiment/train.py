@@ -12,6 +12,8 @@ no checkpoints (see `probegen_nb.baselines.trees`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.evaluate import metric, metric_name, predict, predict_from, represent_all
 from probegen_nb.methods.probing import ProbingModel, flops_per_model
 from probegen_nb.probes.base import ProbeSource
+from probegen_nb.probes.registry import check_fits
 
 
 class NonFiniteLossError(RuntimeError):
@@ -109,6 +112,8 @@ def build_model(config: RunConfig, zoo: AnyZoo, generator: torch.Generator,
             return config.baseline.build(train_models(config, zoo.split("train")), d_out, config.hidden,
                                          config.n_hidden, generator)
     spec = zoo.specs[0]
+    if probes is None:
+        check_fits(config.probes, spec.input_shape)
     source = probes if probes is not None else config.probes.build(config.n_probes, spec.input_shape, generator)
     with torch.random.fork_rng():
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
@@ -150,8 +155,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "config.json", config.to_dict())
+        start_run_folder(out, config)
     name = metric_name(zoo)
     history: list[dict[str, Any]] = []
     snapshots = [model.probes().detach().cpu()] if probing else []
@@ -213,6 +217,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
         "n_params": sum(p.numel() for p in model.parameters()),  # everything trained: probes or encoder + predictor
         "threads": threads.finish(),  # the intra-op threads used and why (see core.device.ThreadGovernor)
         "device": describe_device(dev),
+        "config_sha256": config_digest(config),  # the completion record names the config it completes
     }
     if out is not None:
         _write_run_folder(out, model, best["state"], snapshots, splits["test"], metrics)
@@ -223,6 +228,26 @@ def checks_loss_each_step(device: torch.device) -> bool:
     """The CPU stops at the first non-finite loss; a GPU would wait at every step for the loss to reach the host, so
     it looks at the epoch's losses once, after the epoch, and names the same first bad step."""
     return device.type == "cpu"
+
+
+# What a run writes besides config.json; metrics.json, written last, is the record that the run finished
+RESULT_FILES = ("metrics.json", "best.safetensors", "probes.safetensors", "test_representations.safetensors",
+                "last.safetensors")
+
+
+def start_run_folder(out: Path, config: RunConfig) -> None:
+    """Start a run in `out`: an earlier run's results there are removed first (its completion record, metrics.json,
+    before anything else), so a run that is stopped part-way leaves a folder that reads as unfinished, never as the
+    old run under the new config."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RESULT_FILES:
+        (out / name).unlink(missing_ok=True)
+    write_json_atomic(out / "config.json", config.to_dict())
+
+
+def config_digest(config: RunConfig) -> str:
+    """sha256 of the config as config.json holds it: metrics.json names the config it completes."""
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
 def non_finite_loss(loss: torch.Tensor, epoch: int, step: int, out: Path | None) -> NonFiniteLossError:
@@ -273,8 +298,7 @@ def _train_trees(config: RunConfig, zoo: AnyZoo, splits: dict[str, AnyZoo], trai
     labels = {s: z.labels for s, z in splits.items()}  # on the CPU, beside the trees' outputs
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "config.json", config.to_dict())
+        start_run_folder(out, config)
     name = metric_name(zoo)
     t0 = time.perf_counter()
     trees = fit_trees(head, features["train"], labels["train"].numpy(), zoo.task.n_classes, config.seed)
@@ -310,6 +334,7 @@ def _train_trees(config: RunConfig, zoo: AnyZoo, splits: dict[str, AnyZoo], trai
         "n_params": trees.n_nodes(),
         "threads": threads.finish(),
         "device": describe_device(torch.device("cpu")),  # scikit-learn's trees run on the CPU
+        "config_sha256": config_digest(config),
     }
     if out is not None:
         test = splits["test"]

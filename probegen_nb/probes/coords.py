@@ -78,6 +78,7 @@ class ProbeGenConfig:
     sit in the middle."""
 
     kind: ClassVar[str] = "probegen"
+    inputs: ClassVar[str] = "coordinates"  # the zoos it fits: models taking coordinates
     latent_dim: int = 32  # size of each probe's latent code
     width: int = 32  # hidden width of the generator
     depth: int = 2  # number of linear layers
@@ -100,6 +101,7 @@ class VanillaConfig:
     """Vanilla probing: learn the Q probes directly."""
 
     kind: ClassVar[str] = "vanilla"
+    inputs: ClassVar[str] = "coordinates"  # the zoos it fits: models taking coordinates
 
     def build(self, n_probes: int, input_shape: tuple[int, ...], generator: torch.Generator) -> ProbeSource:
         with seeded(generator):
@@ -111,6 +113,7 @@ class UniformConfig:
     """Fixed random probes, uniform in [low, high] (the coordinate square for INRs)."""
 
     kind: ClassVar[str] = "uniform"
+    inputs: ClassVar[str] = "coordinates"  # the zoos it fits: models taking coordinates
     low: float = -1.0
     high: float = 1.0
 
@@ -124,6 +127,7 @@ class GaussianConfig:
     """Fixed random probes, N(0, std²)."""
 
     kind: ClassVar[str] = "gaussian"
+    inputs: ClassVar[str] = "coordinates"  # the zoos it fits: models taking coordinates
     std: float = 1.0
 
     def build(self, n_probes: int, input_shape: tuple[int, ...], generator: torch.Generator) -> ProbeSource:

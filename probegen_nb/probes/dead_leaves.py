@@ -142,6 +142,7 @@ class DeadLeavesConfig:
     """Fixed dead-leaves images: occluding shapes with radii ∝ r⁻³, the paper's synthetic-data baseline."""
 
     kind: ClassVar[str] = "dead-leaves"
+    inputs: ClassVar[str] = "images"  # the zoos it fits: models taking images
     r_min: float = 1.0  # smallest shape radius in pixels
     r_max: float = 16.0  # largest shape radius in pixels (half the image)
     shapes: Shapes = "disks"  # "disks+rectangles": half the shapes are rotated rectangles

@@ -127,6 +127,7 @@ class ConvProbeGenConfig:
     """ProbeGen's deep linear convolutional generator for image zoos (the paper's CNN experiments)."""
 
     kind: ClassVar[str] = "probegen-conv"
+    inputs: ClassVar[str] = "images"  # the zoos it fits: models taking images
     latent_dim: int = 32  # size of each probe's latent code
     width_mult: int = 16  # w: layer widths are 8w, 4w, 2w, w as the image grows
     n_layers: int | None = None  # None: the paper's depth, 6 for grayscale and 5 for RGB; at least 5
@@ -144,6 +145,7 @@ class LinearImageGenConfig:
     """Ablation: a fully connected deep linear generator, latent → hidden → C·32·32, then tanh."""
 
     kind: ClassVar[str] = "probegen-fc"
+    inputs: ClassVar[str] = "images"  # the zoos it fits: models taking images
     latent_dim: int = 32  # size of each probe's latent code
     hidden: int = 32  # hidden width (the coordinate generator's); the map's rank is at most min(latent_dim, hidden)
     depth: int = 2  # number of linear layers
@@ -160,6 +162,7 @@ class ImageVanillaConfig:
     """Vanilla probing for images: learn the Q probes directly (through tanh, to stay in [-1, 1])."""
 
     kind: ClassVar[str] = "vanilla-image"
+    inputs: ClassVar[str] = "images"  # the zoos it fits: models taking images
 
     def build(self, n_probes: int, input_shape: tuple[int, ...], generator: torch.Generator) -> ProbeSource:
         with seeded(generator):
@@ -171,6 +174,7 @@ class ImageGaussianConfig:
     """Fixed random images, N(0, std²) clipped to the CNN input range [-1, 1]."""
 
     kind: ClassVar[str] = "gaussian-image"
+    inputs: ClassVar[str] = "images"  # the zoos it fits: models taking images
     std: float = 0.5  # pixel noise scale; at 0.5 about 5% of pixels are clipped
 
     def build(self, n_probes: int, input_shape: tuple[int, ...], generator: torch.Generator) -> ProbeSource:

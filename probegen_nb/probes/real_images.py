@@ -56,6 +56,7 @@ class RealImagesConfig:
     """Fixed real images of a named data set's split (not the zoo's own), drawn at random by the build generator."""
 
     kind: ClassVar[str] = "real-images"
+    inputs: ClassVar[str] = "images"  # the zoos it fits: models taking images
     dataset: DatasetName = "mnist"  # a name from core.data.DATASETS; grey images repeat to RGB, RGB averages to grey
     split: Split = "test"  # "test" keeps the probes out of any zoo trained on this data set's train split
 

@@ -32,3 +32,23 @@ def probe_config_from_dict(d: dict[str, Any]) -> ProbeConfig:
     if kind not in PROBE_CONFIGS:
         raise ValueError(f"unknown probe source {kind!r}; known: {sorted(PROBE_CONFIGS)}")
     return PROBE_CONFIGS[kind](**d)
+
+
+def input_kind(input_shape: tuple[int, ...]) -> str:
+    """What a model takes: "images" ([C, H, W]) or "coordinates" (a vector, e.g. an INR's (x, y))."""
+    return "images" if len(input_shape) == 3 else "coordinates"
+
+
+def sources_for(input_shape: tuple[int, ...]) -> list[str]:
+    """The probe sources that fit models taking inputs of this shape."""
+    return sorted(k for k, c in PROBE_CONFIGS.items() if c.inputs == input_kind(input_shape))
+
+
+def check_fits(config: ProbeConfig, input_shape: tuple[int, ...]) -> None:
+    """Refuse a probe source made for another kind of model (a coordinate generator on a CNN zoo would build a
+    flat 1,024-output generator and train, silently, on probes the paper never used)."""
+    kind = input_kind(input_shape)
+    if config.inputs != kind:
+        raise ValueError(f"probe source {config.kind!r} makes {config.inputs} probes, but this zoo's models take "
+                         f"{kind} (input shape {tuple(input_shape)}); sources for this zoo: "
+                         f"{', '.join(sources_for(input_shape))}")

@@ -1,0 +1,54 @@
+"""The command line refuses what would train a silently wrong run, with one short message and no folder left behind,
+and picks the paper's method for the zoo it is given."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from probegen_nb.cli import build_parser, train_config
+from probegen_nb.core.zoo_io import load_zoo
+from probegen_nb.probes.images import ConvProbeGenConfig
+
+ZOOS = Path(__file__).resolve().parents[1] / "data" / "zoos"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "probegen_nb.cli", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--n-probes", "0", "RunConfig.n_probes (=0) must be an integer of at least 1"),  # exited 0 at chance before
+    ("--epochs", "0", "RunConfig.epochs (=0) must be an integer of at least 1"),  # KeyError 'test' before
+    ("--epochs", "-1", "RunConfig.epochs (=-1) must be an integer of at least 1"),
+    ("--max-train-models", "-5", "RunConfig.max_train_models (=-5) must be an integer of at least 1"),
+    ("--probes", "uniform", "probe source 'uniform' makes coordinates probes, but this zoo's models take images"),
+])
+def test_train_refuses_bad_settings_in_a_line_and_writes_nothing(tmp_path, option, value, message) -> None:
+    zoo = ZOOS / ("cifar10-gs-cnn-small" if option == "--probes" else "mnist-inr-small")
+    res = cli("train", "--zoo", str(zoo), "--out", str(tmp_path / "run"), option, value)
+    assert res.returncode == 1
+    assert res.stderr.splitlines()[0] == f"error: {message}" or res.stderr.startswith(f"error: {message}")
+    assert "Traceback" not in res.stderr and len(res.stderr.splitlines()) <= 3
+    assert not (tmp_path / "run").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path) -> None:
+    res = cli("--debug", "train", "--zoo", str(ZOOS / "mnist-inr-small"), "--out", str(tmp_path / "r"),
+              "--n-probes", "0")
+    assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+def test_train_follows_the_zoo_the_papers_method_on_a_cnn_zoo() -> None:
+    """`--probes probegen` used to build the coordinate generator at Q = 128 on CNN zoos; the default is now the
+    conv generator at Q = 64 and 150 epochs (CIFAR10-GS), and on INR zoos the coordinate generator at Q = 128."""
+    args = build_parser().parse_args(["train", "--zoo", "z", "--out", "o"])
+    cnn = train_config(args, load_zoo(ZOOS / "cifar10-gs-cnn-small"))
+    assert (cnn.probes, cnn.n_probes, cnn.epochs) == (ConvProbeGenConfig(), 64, 150)
+    inr = train_config(args, load_zoo(ZOOS / "mnist-inr-small"))
+    assert (inr.probes.kind, inr.n_probes, inr.epochs) == ("probegen", 128, 30)
+    with pytest.raises(ValueError, match="sources for this zoo: .*probegen-conv"):
+        train_config(build_parser().parse_args(["train", "--zoo", "z", "--out", "o", "--probes", "probegen"]),
+                     load_zoo(ZOOS / "cifar10-gs-cnn-small"))
