@@ -5,11 +5,10 @@ and the builders; nothing imports it."""
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 
-from probegen_nb.app.runner import REPO, run_demo, run_notebook
+from probegen_nb.app.runner import REPO, notebook_stem, parse_parameters, run_demo, run_notebook
 from probegen_nb.core.data import DATASETS, DataUnavailableError, images_to_inputs, load_dataset
 from probegen_nb.core.device import describe_device, resolve_device
 from probegen_nb.core.engine import EngineConfig
@@ -108,11 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
     n = sub.add_parser("notebook", help="run one notebook headlessly with parameters (e.g. `make ablations`)")
-    n.add_argument("name", help="notebook stem, e.g. 05_ablations")
+    n.add_argument("name", help="a notebook of notebooks/, e.g. 05_ablations or 05_ablations.ipynb")
     n.add_argument("--out", type=Path, default=REPO / "runs", help="the executed notebook goes to OUT/<name>.ipynb, "
                                                                   "its figures and metrics to OUT/<name>/")
     n.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="a parameter (VALUE read as JSON, else as text), e.g. --set engine=dask --set workers=2")
+                   help="a parameter of the notebook's parameters cell, read as the type it declares (fast=false, "
+                        "epochs=3, address=None); an unknown name is an error, e.g. --set engine=dask")
     d = sub.add_parser("demo", help="run the notebook sequence headlessly")
     d.add_argument("--out", type=Path, default=REPO / "runs" / "demo")
     r = sub.add_parser("seeds", help="the quickstart's methods over several seeds, as one resumable sweep: mean ± "
@@ -158,8 +158,8 @@ def run_command(args: argparse.Namespace) -> None:
               f"All figures and metrics on one page (offline): {out_root / 'index.html'}")
         return
     if args.command == "notebook":
-        parameters = dict(parse_parameter(text) for text in args.set)
-        print(f"wrote {run_notebook(args.name, args.out.resolve(), parameters)}")
+        stem = notebook_stem(args.name)
+        print(f"wrote {run_notebook(stem, args.out.resolve(), parse_parameters(stem, args.set))}")
         return
     if args.command == "train":
         zoo = load_zoo(args.zoo)
@@ -251,17 +251,6 @@ def format_seconds(seconds: float) -> str:
     if s >= 3600:
         return f"{s // 3600} h {s % 3600 // 60:02d} min"
     return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{seconds:.0f} s"
-
-
-def parse_parameter(text: str) -> tuple[str, object]:
-    """`NAME=VALUE` → (name, value): VALUE as JSON where it parses (numbers, true/false), else as text."""
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise SystemExit(f"--set {text!r}: expected NAME=VALUE")
-    try:
-        return name, json.loads(value)
-    except json.JSONDecodeError:
-        return name, value
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser, unit: str) -> None:

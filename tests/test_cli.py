@@ -52,3 +52,27 @@ def test_train_follows_the_zoo_the_papers_method_on_a_cnn_zoo() -> None:
     with pytest.raises(ValueError, match="sources for this zoo: .*probegen-conv"):
         train_config(build_parser().parse_args(["train", "--zoo", "z", "--out", "o", "--probes", "probegen"]),
                      load_zoo(ZOOS / "cifar10-gs-cnn-small"))
+
+
+def test_notebook_parameters_are_read_as_the_type_the_notebook_declares() -> None:
+    """`--set fast=False` injected the text "False", which is truthy, so the notebook ran in fast mode."""
+    from probegen_nb.app.runner import notebook_stem, parse_parameters
+
+    got = parse_parameters("02_train_probegen", ["fast=False", "epochs=3", "lr=1e-3", "device=cuda", "seed=7"])
+    assert got == {"fast": False, "epochs": 3, "lr": 1e-3, "device": "cuda", "seed": 7}
+    assert parse_parameters("02_train_probegen", ["fast=true"]) == {"fast": True}
+    assert notebook_stem("00_quickstart.ipynb") == notebook_stem("notebooks/00_quickstart.ipynb") == "00_quickstart"
+    with pytest.raises(ValueError, match=r"02_train_probegen has no parameter 'epoch'; its parameters: fast, device"):
+        parse_parameters("02_train_probegen", ["epoch=3"])
+    with pytest.raises(ValueError, match=r"parameter fast is declared bool; 'Flase' is not one"):
+        parse_parameters("02_train_probegen", ["fast=Flase"])
+    with pytest.raises(ValueError, match=r"parameter epochs is declared int; '3.5' is not one"):
+        parse_parameters("02_train_probegen", ["epochs=3.5"])
+    with pytest.raises(ValueError, match=r"no notebook '99_nothing'; the notebooks: 00_quickstart, 01_inr_zoo"):
+        notebook_stem("99_nothing")
+
+
+def test_cli_notebook_refuses_an_unknown_parameter_before_running(tmp_path) -> None:
+    res = cli("notebook", "02_train_probegen.ipynb", "--out", str(tmp_path), "--set", "fats=false")
+    assert res.returncode == 1 and res.stderr.startswith("error: 02_train_probegen has no parameter 'fats'")
+    assert not list(tmp_path.iterdir())

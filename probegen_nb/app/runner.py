@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import sys
 import tempfile
@@ -180,6 +181,65 @@ def _register_engine() -> str:
 
     papermill_engines.register(ENGINE_NAME, Engine)
     return ENGINE_NAME
+
+
+def notebook_stem(name: str, notebooks_dir: Path = NOTEBOOKS) -> str:
+    """`05_ablations`, `05_ablations.ipynb` or `notebooks/05_ablations.ipynb` → `05_ablations`; an unknown name is
+    an error that lists the notebooks."""
+    stem = Path(name).name.removesuffix(".ipynb")
+    known = sorted(p.stem for p in notebooks_dir.glob("*.ipynb"))
+    if stem not in known:
+        raise ValueError(f"no notebook {name!r}; the notebooks: {', '.join(known)}")
+    return stem
+
+
+def notebook_parameters(stem: str, notebooks_dir: Path = NOTEBOOKS) -> dict[str, str]:
+    """The notebook's declared parameters, name → type name (`fast: bool = False` → "bool"), read by papermill
+    from its `parameters` cell."""
+    import papermill
+
+    return {name: p["inferred_type_name"] for name, p in
+            papermill.inspect_notebook(str(notebooks_dir / f"{stem}.ipynb")).items()}
+
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def parse_parameter_value(name: str, text: str, type_name: str) -> Any:
+    """A `--set NAME=VALUE` text as the type the parameters cell declares: `fast=False` is the bool False (the text
+    "False" would be truthy); `None` for an optional; a value of another type is an error naming the parameter."""
+    base, _, optional = type_name.replace(" ", "").partition("|")
+    if optional and text.strip() in ("None", "null") or base == "None":
+        return None
+    try:
+        if base == "bool":
+            if text.strip().lower() not in _TRUE + _FALSE:
+                raise ValueError
+            return text.strip().lower() in _TRUE
+        if base == "int":
+            return int(text)
+        if base == "float":
+            return float(text)
+        if base == "str":
+            return text
+        return json.loads(text)
+    except (ValueError, json.JSONDecodeError):
+        raise ValueError(f"parameter {name} is declared {type_name}; {text!r} is not one") from None
+
+
+def parse_parameters(stem: str, texts: list[str], notebooks_dir: Path = NOTEBOOKS) -> dict[str, Any]:
+    """`["fast=false", "epochs=3"]` → {"fast": False, "epochs": 3}, checked against the notebook's parameters cell:
+    an unknown name is an error that lists the known ones (papermill would only warn and run on)."""
+    declared = notebook_parameters(stem, notebooks_dir)
+    values: dict[str, Any] = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--set {text!r}: expected NAME=VALUE")
+        if name not in declared:
+            raise ValueError(f"{stem} has no parameter {name!r}; its parameters: {', '.join(declared)}")
+        values[name] = parse_parameter_value(name, value, declared[name])
+    return values
 
 
 def run_notebook(stem: str, out_root: str | Path, parameters: dict[str, Any] | None = None,
