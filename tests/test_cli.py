@@ -76,3 +76,23 @@ def test_cli_notebook_refuses_an_unknown_parameter_before_running(tmp_path) -> N
     res = cli("notebook", "02_train_probegen.ipynb", "--out", str(tmp_path), "--set", "fats=false")
     assert res.returncode == 1 and res.stderr.startswith("error: 02_train_probegen has no parameter 'fats'")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_run_trained_from_the_root_opens_from_notebooks(tmp_path, monkeypatch) -> None:
+    """README's `cli train --zoo data/zoos/...` (relative to the root) must open in notebook 04, whose kernel runs in
+    notebooks/; and RunConfig's notebook-relative default zoo must open from the root."""
+    from probegen_nb.experiment.config import RunConfig
+    from probegen_nb.experiment.runs import load_run
+    from probegen_nb.experiment.train import train
+
+    root = ZOOS.parents[1]
+    monkeypatch.chdir(root)
+    config = RunConfig(zoo_dir="data/zoos/mnist-inr-small", n_probes=4, epochs=1, max_train_models=64)
+    train(config, out_dir=tmp_path / "run", progress=False)
+    monkeypatch.chdir(root / "notebooks")
+    assert len(load_run(tmp_path / "run").zoo) == 5_500
+    monkeypatch.chdir(tmp_path)
+    assert len(load_run(tmp_path / "run").zoo) == 5_500
+    train(RunConfig(n_probes=4, epochs=1, max_train_models=64), out_dir=tmp_path / "default", progress=False)
+    monkeypatch.chdir(root)
+    assert load_run(tmp_path / "default").config.zoo_dir == "../data/zoos/mnist-inr-small"

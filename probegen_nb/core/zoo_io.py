@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ FORMAT = "probegen-zoo"
 FORMAT_VERSION = 1
 
 
+_CHECKOUT = Path(__file__).resolve().parents[2]  # the checkout, when the package runs from one
 FILES = ("weights.safetensors", "models.csv", "zoo.json")
 
 
@@ -123,6 +125,21 @@ def save_zoo(zoo: AnyZoo, folder: str | Path, overwrite: bool = False, weights_d
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def resolve_zoo_dir(zoo_dir: str | Path, search: Sequence[str | Path] = ()) -> Path:
+    """A config's zoo path: as written (absolute, or from the current directory), else from each folder in `search`
+    (a notebook's config names its zoo from the folder the notebook ran in)."""
+    path = Path(zoo_dir)
+    # then the checkout's root and notebooks/, where this project's relative zoo paths are written from (`cli train
+    # --zoo data/zoos/...` at the root, notebooks' `../data/zoos/...`), so a run opens wherever it is opened from
+    search = (*search, _CHECKOUT, _CHECKOUT / "notebooks")
+    for candidate in (path, *(Path(s) / path for s in search)):
+        if (candidate / "zoo.json").is_file():
+            return candidate.resolve()
+    tried = ", ".join(str(s) for s in (Path.cwd(), *search))
+    raise FileNotFoundError(f"zoo folder {zoo_dir} (from the run's config.json) not found from {tried}; pass the "
+                            f"zoo to load_run(..., zoo=...) or the folder its path is relative to as zoo_search")
 
 
 def load_zoo(folder: str | Path, device: str | torch.device = "cpu") -> AnyZoo:

@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from probegen_nb.core.zoo import AnyZoo
-from probegen_nb.core.zoo_io import load_zoo
+from probegen_nb.core.zoo_io import load_zoo, resolve_zoo_dir
 from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.train import build_model, config_digest
 from probegen_nb.methods.probing import ProbingModel
@@ -87,18 +87,6 @@ def _sweep_names(root: Path, runs: dict[str, Path]) -> dict[str, Path]:
             label = f"{r['variant']} seed {r['config']['seed']}"
         named[label if label not in named else name] = path
     return named
-
-
-def resolve_zoo_dir(zoo_dir: str | Path, search: Sequence[str | Path] = ()) -> Path:
-    """A config's zoo path: as written (absolute, or from the current directory), else from each folder in `search`
-    (a notebook's config names its zoo from the folder the notebook ran in)."""
-    path = Path(zoo_dir)
-    for candidate in (path, *(Path(s) / path for s in search)):
-        if (candidate / "zoo.json").is_file():
-            return candidate.resolve()
-    tried = ", ".join(str(s) for s in (Path.cwd(), *search))
-    raise FileNotFoundError(f"zoo folder {zoo_dir} (from the run's config.json) not found from {tried}; pass the "
-                            f"zoo to load_run(..., zoo=...) or the folder its path is relative to as zoo_search")
 
 
 def load_run(folder: str | Path, zoo: AnyZoo | None = None, device: str | torch.device = "cpu",

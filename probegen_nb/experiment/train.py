@@ -40,7 +40,7 @@ from probegen_nb.core.device import (
 )
 from probegen_nb.core.jobs import save_tensors_atomic, write_json_atomic
 from probegen_nb.core.zoo import AnyZoo
-from probegen_nb.core.zoo_io import load_zoo
+from probegen_nb.core.zoo_io import load_zoo, resolve_zoo_dir
 from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.evaluate import metric, metric_name, predict, predict_from, represent_all
 from probegen_nb.methods.probing import ProbingModel, flops_per_model
@@ -129,7 +129,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
     if dev.type == "cpu":
         tune_cpu_allocator()  # CNN zoos: the probe tiles' activations reuse heap memory (measured: 1.2-1.5x a step)
     gen = seed_everything(config.seed)
-    zoo = (zoo if zoo is not None else load_zoo(config.zoo_dir)).to(dev)
+    zoo = (zoo if zoo is not None else load_zoo(resolve_zoo_dir(config.zoo_dir))).to(dev)
     classification = zoo.task.is_classification
     train_zoo = train_models(config, zoo.split("train"))
     # evaluated after every epoch; "train" is the models trained on (the split, or its first `max_train_models`): the
@@ -246,8 +246,10 @@ def start_run_folder(out: Path, config: RunConfig) -> None:
 
 
 def config_digest(config: RunConfig) -> str:
-    """sha256 of the config as config.json holds it: metrics.json names the config it completes."""
-    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
+    """sha256 of what the run is (config.json without where the zoo lies and which device ran it, which a user may
+    edit when moving things): metrics.json names the config it completes."""
+    what = {k: v for k, v in config.to_dict().items() if k not in ("zoo_dir", "device")}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
 def non_finite_loss(loss: torch.Tensor, epoch: int, step: int, out: Path | None) -> NonFiniteLossError:
