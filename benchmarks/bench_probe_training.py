@@ -245,7 +245,7 @@ def measure_wild_park(n_archs: int, n_probes: int, steps: int, rounds: int, dev:
         paths[f"{name}/reference"] = lambda x, loop=loop: loop(model, index, x)
         paths[f"{name}/batched"] = lambda x, zoo=zoo: model.represent_rows(zoo, index, x)
         out[name] = {"max_abs_diff": max_abs_diff(model, paths[f"{name}/reference"], paths[f"{name}/batched"], labels),
-                     "forwards_reference": len(zoo.parts(index)),
+                     "forwards_reference": len(zoo.batches(index, by_layer_shapes=False)),
                      "forwards_batched": len(zoo.batches(index, shares_forwards(dev)))}
     paths["shared_shapes/one_forward"] = lambda x: model.represent_rows(shared, index, x, by_layer_shapes=True)
     out["shared_shapes"].update({

@@ -82,6 +82,23 @@ def test_statnn_features_equal_a_numpy_computation_on_two_models() -> None:
     torch.testing.assert_close(zoo_statistics(mixed)[rows], direct)
 
 
+@pytest.mark.parametrize("baseline", [WeightMLPConfig(), StatNNConfig(head="mlp")], ids=["mlp", "statnn_mlp"])
+def test_baselines_on_a_shuffled_mixed_index_equal_the_per_row_results(baseline) -> None:
+    """A baseline's represent_rows / predict_rows / rows_params on a shuffled index over two interleaved
+    architecture groups give row j the result of index[j]'s model alone (the zoo's un-permute, seen from here)."""
+    mixed = cnn_zoo(6)  # 12 models: rows 0-5 relu, 6-11 tanh
+    model = build_model(small(baseline=baseline), mixed, torch.Generator().manual_seed(0)).eval()
+    index = torch.randperm(len(mixed), generator=torch.Generator().manual_seed(4))
+    assert len(set(mixed.table["arch"].to_numpy()[index[:6].numpy()])) == 2  # the groups interleave
+    alone = [{k: v[i - 6 * g:i - 6 * g + 1] for k, v in mixed.groups[g].params.items()}
+             for i, g in ((i, int(i >= 6)) for i in index.tolist())]  # each model's params [1, …], from its group
+    with torch.no_grad():
+        torch.testing.assert_close(model.represent_rows(mixed, index), torch.cat([model.represent(p) for p in alone]))
+        torch.testing.assert_close(model.predict_rows(mixed, index), torch.cat([model(p) for p in alone]))
+    params = rows_params(mixed, index)
+    assert all(torch.equal(params[k], torch.cat([p[k] for p in alone])) for k in params)
+
+
 # ---------------------------------------------------------------- the permutation augmentation
 
 

@@ -13,6 +13,7 @@ from probegen_nb.core.zoo import MixedZoo, Task, Zoo, ZooFormatError
 from probegen_nb.core.zoo_io import load_zoo, save_zoo
 from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.train import build_model, train
+from probegen_nb.methods.probing import forward_batch
 from probegen_nb.probes.coords import VanillaConfig
 from probegen_nb.probes.images import ImageVanillaConfig
 
@@ -119,17 +120,45 @@ def test_batched_path_equals_the_per_group_loop(seed: int, by_layer_shapes: bool
     assert not torch.allclose(cnn_forward_runs(shared.specs, shared.counts, shared.params, x0), one_act, atol=1e-3)
 
 
-def test_parts_and_batches_keep_every_position_once() -> None:
+def test_batches_keep_every_position_once() -> None:
     zoo = make_mixed((4, 3, 5, 3, 4), 0, SHARED_SPECS)
     index = torch.tensor([18, 2, 7, 0, 11, 3, 16, 9])
-    for pieces in (zoo.parts(index), [(b.specs, b.params, b.positions) for b in zoo.batches(index)]):
-        positions = torch.cat([p for _, _, p in pieces])
+    for batches in (zoo.batches(index, by_layer_shapes=False), zoo.batches(index)):
+        positions = torch.cat([b.positions for b in batches])
         assert sorted(positions.tolist()) == list(range(len(index)))
-        model_ids = torch.cat([params["fc.bias"][:, 0] for _, params, _ in pieces])  # one row per model, in part order
+        model_ids = torch.cat([b.params["fc.bias"][:, 0] for b in batches])  # one row per model, in batch order
         expected = torch.cat([z.params["fc.bias"][:, 0] for z in zoo.groups])[index[positions]]
         assert torch.equal(model_ids, expected)
     with pytest.raises(ValueError, match="more than their activations"):
         cnn_forward_runs(SHARED_SPECS[:2], (1, 1), {}, torch.zeros(1, 1, 32, 32))
+
+
+def one_row(zoo: MixedZoo, i: int) -> tuple[CNNSpec, dict[str, torch.Tensor]]:
+    """Row i's architecture and its params [1, …], read straight from its group: the per-row reference."""
+    g = int(zoo.table["arch"].iloc[i])
+    r = i - sum(len(z) for z in zoo.groups[:g])
+    return zoo.groups[g].spec, {k: v[r:r + 1] for k, v in zoo.groups[g].params.items()}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("by_layer_shapes", [True, False])
+def test_map_rows_puts_row_i_at_position_i(seed: int, by_layer_shapes: bool) -> None:
+    """Property: for a shuffled index (repeats included) over five interleaved architectures, map_rows' row j is
+    exactly what fn gives index[j]'s model alone; a missing or wrong un-permute fails it."""
+    zoo = make_mixed((4, 3, 5, 3, 4), seed, SHARED_SPECS)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 1, 32, 32, generator=g)  # [Q, 1, 32, 32]
+    index = torch.cat([torch.randperm(len(zoo), generator=g), torch.randint(len(zoo), (5,), generator=g)])
+    got = zoo.map_rows(index, lambda b: forward_batch(b, x).flatten(1), (2 * 10,), by_layer_shapes)  # [B, Q·K]
+    ref = torch.stack([forward(*one_row(zoo, i), x).flatten() for i in index.tolist()])
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    ids = zoo.map_rows(index, lambda b: b.params["fc.bias"], (10,), by_layer_shapes)  # exact: no arithmetic
+    assert torch.equal(ids, torch.cat([one_row(zoo, i)[1]["fc.bias"] for i in index.tolist()]))
+    assert zoo.map_rows(index[:1], lambda b: b.params["fc.bias"], (10,)).shape == (1, 10)  # one model
+    assert zoo.map_rows(index[:0], lambda b: b.params["fc.bias"], (10,)).shape == (0, 10)  # none: fn not called
+    with pytest.raises(ValueError, match=r"fn returned shape \(\d+, 10\)"):
+        zoo.map_rows(index, lambda b: b.params["fc.bias"], (3,))
+    assert zoo.device == torch.device("cpu") == zoo.groups[0].device
 
 
 def test_split_subset_and_training() -> None:

@@ -8,6 +8,7 @@ optimizer, schedule, model selection and run folder): it only needs `predict_row
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from probegen_nb.core.arch.registry import ArchSpec
-from probegen_nb.core.zoo import AnyZoo, MixedZoo
+from probegen_nb.core.zoo import AnyZoo, Batch, MixedZoo
 
 
 class Baseline(nn.Module):
@@ -43,15 +44,10 @@ class Baseline(nn.Module):
 
     def represent_rows(self, zoo: AnyZoo, index: torch.Tensor, augment: bool = False) -> torch.Tensor:
         """[len(index), rep_dim] for the zoo's models at row positions `index`, in that order (augmented if asked),
-        one call per architecture group."""
-        parts = zoo.parts(index)
-        reps = [self.represent(self.augment(spec, params) if augment else params) for spec, params, _ in parts]
-        if len(parts) == 1 and parts[0][2] is None:
-            return reps[0]
-        if not parts:
-            return torch.zeros(0, self.rep_dim, device=self.device)
-        positions = torch.cat([p for _, _, p in parts])  # type: ignore[misc]  # [B]: where each row of the cat sits
-        return torch.cat(reps)[torch.argsort(positions)]
+        one call per architecture group (`augment` takes one architecture's models)."""
+        def represent(b: Batch) -> torch.Tensor:
+            return self.represent(self.augment(b.specs[0], b.params) if augment else b.params)  # [B_b, rep_dim]
+        return zoo.map_rows(index, represent, (self.rep_dim,))
 
     def predict_rows(self, zoo: AnyZoo, index: torch.Tensor) -> torch.Tensor:
         """[len(index), d_out]: a training step's outputs (augmented while the module is in training mode)."""
@@ -75,20 +71,13 @@ def shared_param_shapes(zoo: AnyZoo) -> dict[str, tuple[int, ...]]:
 
 def rows_params(zoo: AnyZoo, index: torch.Tensor) -> dict[str, torch.Tensor]:
     """Params [len(index), …] of the zoo's models at row positions `index`, in that order (any zoo whose
-    architectures share their parameter shapes)."""
-    parts = zoo.parts(index)
-    if len(parts) == 1 and parts[0][2] is None:
-        return parts[0][1]
-    if not parts:
-        return {k: torch.zeros(0, *s, device=index.device) for k, s in shared_param_shapes(zoo).items()}
-    order = torch.argsort(torch.cat([p for _, _, p in parts]))  # type: ignore[misc]
-    return {k: torch.cat([params[k] for _, params, _ in parts])[order] for k in parts[0][1]}
-
-
-def zoo_device(zoo: AnyZoo) -> torch.device:
-    """Where the zoo's tensors are."""
-    first = zoo.groups[0] if isinstance(zoo, MixedZoo) else zoo
-    return next(iter(first.params.values())).device
+    architectures share their parameter shapes): flattened into one [B, F] row each so the zoo's `map_rows` puts
+    them in order in one gather, then split back."""
+    shapes = shared_param_shapes(zoo)
+    flat = zoo.map_rows(index, lambda b: torch.cat([b.params[k].flatten(1) for k in shapes], 1),
+                        (sum(math.prod(s) for s in shapes.values()),))  # [B, F]
+    pieces = flat.split([math.prod(s) for s in shapes.values()], dim=1)
+    return {k: p.reshape(len(index), *s) for (k, s), p in zip(shapes.items(), pieces)}
 
 
 def mean_std(x: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probegen_nb.baselines.base import Baseline, rows_params, shared_param_shapes, zoo_device
+from probegen_nb.baselines.base import Baseline, rows_params, shared_param_shapes
 from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.methods.predictor import Predictor
 
@@ -47,7 +47,7 @@ class GraphNetConfig:
               generator: torch.Generator) -> GraphNet:
         """The network, its per-tensor normalisation fitted on `train_zoo` (the run's train models)."""
         shapes = shared_param_shapes(train_zoo)
-        index = torch.arange(len(train_zoo), device=zoo_device(train_zoo))
+        index = torch.arange(len(train_zoo), device=train_zoo.device)
         params = rows_params(train_zoo, index)
         mean = torch.stack([params[n].mean() for n in shapes])  # [T]
         std = torch.stack([params[n].std() if params[n].numel() > 1 else params[n].new_ones(()) for n in shapes])

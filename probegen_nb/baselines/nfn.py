@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import torch
 from torch import nn
 
-from probegen_nb.baselines.base import Baseline, rows_params, shared_param_shapes, zoo_device
+from probegen_nb.baselines.base import Baseline, rows_params, shared_param_shapes
 from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.methods.predictor import Predictor
 
@@ -48,7 +48,7 @@ class NFNConfig:
         """The NFN, its per-tensor normalisation fitted on `train_zoo` (the run's train models)."""
         shapes = shared_param_shapes(train_zoo)
         names = tuple(shapes)
-        index = torch.arange(len(train_zoo), device=zoo_device(train_zoo))
+        index = torch.arange(len(train_zoo), device=train_zoo.device)
         params = rows_params(train_zoo, index)
         mean = torch.stack([params[n].mean() for n in names])  # [T]: one scalar per tensor
         std = torch.stack([params[n].std() if params[n].numel() > 1 else params[n].new_ones(()) for n in names])

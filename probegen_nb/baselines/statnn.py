@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from probegen_nb.baselines.base import Baseline, mean_std, rows_params, shared_param_shapes, zoo_device
+from probegen_nb.baselines.base import Baseline, mean_std, rows_params, shared_param_shapes
 from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.methods.predictor import Predictor
 
@@ -98,7 +98,7 @@ def quantiles(x: torch.Tensor, qs: Sequence[float]) -> torch.Tensor:
 def zoo_statistics(zoo: AnyZoo, names: Sequence[str] | None = None, batch_size: int = 1024) -> torch.Tensor:
     """[M, 7·T] statistics of all the zoo's models in row order (T: the zoo's tensors, by default all of them)."""
     names = tuple(shared_param_shapes(zoo)) if names is None else tuple(names)
-    device = zoo_device(zoo)
+    device = zoo.device
     index = torch.arange(len(zoo), device=device)
     feats = [layer_statistics(rows_params(zoo, i), names) for i in index.split(batch_size)]
     return torch.cat(feats) if feats else torch.zeros(0, len(STATISTICS) * len(names), device=device)

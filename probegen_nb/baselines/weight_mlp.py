@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import torch
 
-from probegen_nb.baselines.base import Baseline, mean_std, rows_params, shared_param_shapes, zoo_device
+from probegen_nb.baselines.base import Baseline, mean_std, rows_params, shared_param_shapes
 from probegen_nb.core.arch.registry import ArchSpec
 from probegen_nb.core.arch.symmetry import permute_hidden, random_hidden_permutations, tied_layers
 from probegen_nb.core.zoo import AnyZoo
@@ -37,7 +37,7 @@ class WeightMLPConfig:
         if self.augment:
             for spec in train_zoo.specs:
                 tied_layers(spec)  # refuse, before training, an architecture whose units cannot be permuted
-        index = torch.arange(len(train_zoo), device=zoo_device(train_zoo))
+        index = torch.arange(len(train_zoo), device=train_zoo.device)
         mean, std = mean_std(flatten(rows_params(train_zoo, index), shapes), self.std_floor)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         return WeightMLP(tuple(shapes), mean, std, d_out, hidden, n_hidden, self.augment, seed)

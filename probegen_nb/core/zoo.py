@@ -7,7 +7,7 @@ The folder format lives in `zoo_io`.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,16 +81,20 @@ class Zoo:
     def specs(self) -> tuple[ArchSpec, ...]:
         return (self.spec,)
 
-    def parts(self, index: torch.Tensor) -> list[Part]:
-        """The models at row positions `index` as (spec, params [B, …], positions in `index`) batches."""
-        return [(self.spec, {k: v[index] for k, v in self.params.items()}, None)]
+    @property
+    def device(self) -> torch.device:
+        """Where the zoo's tensors are."""
+        return next(iter(self.params.values())).device
 
     def batches(self, index: torch.Tensor, by_layer_shapes: bool = True) -> list[Batch]:
         """The models at row positions `index` as one batched forward (see `MixedZoo.batches`)."""
         return [Batch((self.spec,), (len(index),), {k: v[index] for k, v in self.params.items()})]
 
-
-Part = tuple[ArchSpec, dict[str, torch.Tensor], "torch.Tensor | None"]  # positions None: all, in order
+    def map_rows(self, index: torch.Tensor, fn: Callable[[Batch], torch.Tensor], row_shape: Sequence[int],
+                 by_layer_shapes: bool = False) -> torch.Tensor:
+        """[len(index), *row_shape]: fn on the models at row positions `index`, in index order (see
+        `MixedZoo.map_rows`)."""
+        return map_rows(self, index, fn, row_shape, by_layer_shapes)
 
 
 @dataclass(frozen=True)
@@ -165,10 +169,18 @@ class MixedZoo:
     def labels(self) -> torch.Tensor:
         return torch.cat([z.labels for z in self.groups])
 
-    def parts(self, index: torch.Tensor) -> list[Part]:
-        """The models at row positions `index` as one (spec, params [B_g, …], positions in `index` [B_g]) per
-        architecture group present."""
-        return [(self.groups[g].spec, self._gather([g], [rows]), positions) for g, positions, rows in self._runs(index)]
+    @property
+    def device(self) -> torch.device:
+        """Where the zoo's tensors are (every group's, as `to` moves them all)."""
+        return self.groups[0].device
+
+    def map_rows(self, index: torch.Tensor, fn: Callable[[Batch], torch.Tensor], row_shape: Sequence[int],
+                 by_layer_shapes: bool = False) -> torch.Tensor:
+        """[len(index), *row_shape]: fn ([B_b, …] → [B_b, *row_shape]) on each of `batches(index, by_layer_shapes)`,
+        put back in index order. The one place that undoes the grouping by architecture, so callers never see it;
+        one architecture per call unless `by_layer_shapes` (then fn must run a `Batch` of several, see
+        `methods.probing.forward_batch`)."""
+        return map_rows(self, index, fn, row_shape, by_layer_shapes)
 
     def batches(self, index: torch.Tensor, by_layer_shapes: bool = True) -> list[Batch]:
         """The models at row positions `index` as one `Batch` per set of architectures that share their layer shapes
@@ -213,6 +225,25 @@ class MixedZoo:
 
 
 AnyZoo = Zoo | MixedZoo
+
+
+def map_rows(zoo: AnyZoo, index: torch.Tensor, fn: Callable[[Batch], torch.Tensor], row_shape: Sequence[int],
+             by_layer_shapes: bool) -> torch.Tensor:
+    """`Zoo.map_rows` and `MixedZoo.map_rows`: an empty index gives zeros [0, *row_shape] without calling fn
+    (a batched forward of no models has no shapes to run)."""
+    row_shape = tuple(row_shape)
+    if len(index) == 0:
+        return torch.zeros(0, *row_shape, device=zoo.device)
+    batches = zoo.batches(index, by_layer_shapes)
+    outs = [fn(b) for b in batches]  # [B_b, *row_shape] each, rows in batch order
+    for b, out in zip(batches, outs):
+        if tuple(out.shape) != (sum(b.counts), *row_shape):
+            raise ValueError(f"map_rows: fn returned shape {tuple(out.shape)} for a batch of {sum(b.counts)} models, "
+                             f"expected {(sum(b.counts), *row_shape)}")
+    if len(batches) == 1 and batches[0].positions is None:
+        return outs[0]
+    positions = torch.cat([b.positions for b in batches])  # type: ignore[misc]  # [B]: where each row of the cat sits
+    return torch.cat(outs)[torch.argsort(positions)]  # the inverse permutation: row j is index[j]'s model
 
 
 def validate(zoo: Zoo, where: str = "zoo") -> None:

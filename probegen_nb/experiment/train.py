@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from probegen_nb.baselines.base import Baseline, rows_params, shared_param_shapes, zoo_device
+from probegen_nb.baselines.base import Baseline, rows_params, shared_param_shapes
 from probegen_nb.baselines.base import flops_per_model as baseline_flops_per_model
 from probegen_nb.baselines.nfn import NFNConfig
 from probegen_nb.baselines.statnn import StatNNConfig, layer_statistics, zoo_statistics
@@ -318,7 +318,7 @@ def _train_trees(config: RunConfig, zoo: AnyZoo, splits: dict[str, AnyZoo], trai
     trees.n_stages = best["epoch"] + 1  # model selection: the run's trees are its best-validation stages
     seconds = time.perf_counter() - t0
     with FlopCounterMode(display=False) as counter:  # the statistics: reductions and a sort, which it counts as 0
-        layer_statistics(rows_params(train_zoo, torch.zeros(1, dtype=torch.long, device=zoo_device(zoo))), names)
+        layer_statistics(rows_params(train_zoo, torch.zeros(1, dtype=torch.long, device=zoo.device)), names)
     metrics = {
         "metric": name,
         "history": history,

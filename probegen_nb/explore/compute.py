@@ -158,17 +158,16 @@ class Explorer:
 
     def model_params(self, row: int) -> tuple[object, dict[str, torch.Tensor]]:
         """(spec, parameters of one model, each with a leading batch dimension of 1)."""
-        (spec, params, _), = self.test.parts(torch.tensor([row]))
-        return spec, params
+        batch, = self.test.batches(torch.tensor([row]), by_layer_shapes=False)
+        return batch.specs[0], batch.params
 
     def responses_to(self, probes: torch.Tensor, rows: np.ndarray | list[int]) -> torch.Tensor:
         """[len(rows), N, K]: the chosen test models' outputs on any probes [N, *input_shape], batched per
         architecture."""
-        out = torch.zeros(len(rows), len(probes), self.test.specs[0].out_dim)
-        with torch.no_grad():  # parts() keeps the requested order through `positions`, whatever the architectures
-            for spec, params, positions in self.test.parts(torch.as_tensor(np.asarray(rows), dtype=torch.long)):
-                out[positions if positions is not None else slice(None)] = forward(spec, params, probes)
-        return out
+        index = torch.as_tensor(np.asarray(rows), dtype=torch.long)
+        with torch.no_grad():  # map_rows keeps the requested order, whatever the architectures
+            return self.test.map_rows(index, lambda b: forward(b.specs[0], b.params, probes),
+                                      (len(probes), self.test.specs[0].out_dim))
 
 
 # ---------------------------------------------------------------- latent codes

@@ -44,14 +44,8 @@ class ProbingModel(nn.Module):
         architecture, or per set of architectures that share their layer shapes (`by_layer_shapes`; by default where
         that is the faster, see `shares_forwards`)."""
         x = self.probes() if probes is None else probes  # [Q, *input_shape]
-        batches = zoo.batches(index, shares_forwards(x.device) if by_layer_shapes is None else by_layer_shapes)
-        reps = [forward_batch(b, x).flatten(1) for b in batches]  # [B_b, Q·K] each
-        if len(batches) == 1 and batches[0].positions is None:
-            return reps[0]
-        if not batches:
-            return x.new_zeros(0, self.rep_dim)
-        positions = torch.cat([b.positions for b in batches])  # [B]: the position in `index` of each row of the cat
-        return torch.cat(reps)[torch.argsort(positions)]  # the inverse permutation: row j is index[j]'s model
+        shared = shares_forwards(x.device) if by_layer_shapes is None else by_layer_shapes
+        return zoo.map_rows(index, lambda b: forward_batch(b, x).flatten(1), (self.rep_dim,), shared)  # [B, Q·K]
 
     @property
     def fixed_representation(self) -> bool:
