@@ -5,7 +5,7 @@ INR-fitting chunk (`fit_inrs` on 64 random 28×28 images, 150 steps). Neighbours
 killed after it: a second copy of the same job under the same policy, a spinning pure-Python process, and the
 project's batched CNN forward (`cnn_forward`) in a loop with today's threads. Policies: today's (one thread per core,
 OpenMP's default wait policy), one thread, one thread per core with OMP_WAIT_POLICY=PASSIVE, and the new default
-($PROBEGEN_THREADS unset: `core.device.ThreadGovernor`'s "auto"). Every measured run is a fresh subprocess, so OpenMP
+($PROBEGEN_THREADS unset: `core.threads.ThreadGovernor`'s "auto"). Every measured run is a fresh subprocess, so OpenMP
 reads its environment before torch starts; a run still going after 15 s is stopped and reported as ">= 15 s" (today's
 policy beside some neighbours: 10-30× its quiet time). Writes runs/bench/contention.json (every time, the ratios, the
 goals, the policy) and prints a table. Goals: the new default within 1.25× of the best policy of every situation, and
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
         neighbour(args.neighbour, args.workload, args.smoke)
         return {}
 
-    from probegen_nb.core.device import DEFAULT_THREAD_POLICY, usable_cpus
+    from probegen_nb.core.threads import DEFAULT_THREAD_POLICY, usable_cpus
 
     n_cpus = len(usable_cpus())
     all_policies = policies(n_cpus)
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
     ratios, goals = summarise(times)
     result = {"cpus": n_cpus, "smoke": args.smoke, "situations": list(situations), "policies": chosen,
               "new_default": {"threads_env": "unset (auto)", "policy": asdict(DEFAULT_THREAD_POLICY),
-                              "rule": "core.device.choose_threads: all threads alone, one fewer per core other "
+                              "rule": "core.threads.choose_threads: all threads alone, one fewer per core other "
                                       "processes keep busy, re-read every interval_s"},
               "workloads": {"train": "RunConfig(epochs=1) on 32 models per split" if args.smoke else
                             "RunConfig(epochs=2) on data/zoos/mnist-inr-small (Q=128, batch 32)",

@@ -34,9 +34,10 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from probegen_nb.core.allocator import tune_cpu_allocator
 from probegen_nb.core.arch.cnn import CNNSpec
 from probegen_nb.core.arch.registry import forward
-from probegen_nb.core.device import describe_device, resolve_device, synchronize, tune_cpu_allocator
+from probegen_nb.core.device import describe_device, resolve_device, synchronize
 from probegen_nb.core.memory import peak_memory
 from probegen_nb.core.zoo import MixedZoo, Task, Zoo
 from probegen_nb.core.zoo_io import load_zoo

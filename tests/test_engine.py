@@ -9,9 +9,8 @@ import os
 import pytest
 import torch
 
-import probegen_nb.core.device as device
-from probegen_nb.core.device import ThreadGovernor, set_threads
 from probegen_nb.core.engine import EngineConfig, TaskError, map_tasks
+from probegen_nb.core.threads import ThreadGovernor, process_threads, set_threads
 
 
 def governed_threads() -> int:
@@ -33,7 +32,7 @@ def test_local_runs_in_order_at_its_thread_count_and_returns_errors() -> None:
         assert isinstance(error, TaskError) and error.type == "ValueError" and "domain" in error.message
         assert str(error).startswith("ValueError:") and "Traceback" in error.traceback
         assert [r for _, r in map_tasks(governed_threads, [()] * 2, EngineConfig(threads_per_worker=1))] == [1, 1]
-        assert device._THREADS_OVERRIDE == "auto", "the process's own choice is back after the tasks"
+        assert process_threads().override == "auto", "the process's own choice is back after the tasks"
     finally:
         set_threads(None)
 

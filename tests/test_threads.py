@@ -3,6 +3,8 @@ run. No timing asserts: the benchmark measures the policy, these tests pin down 
 
 import importlib.util
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,13 +13,14 @@ import pandas as pd
 import pytest
 import torch
 
-import probegen_nb.core.device as device
+import probegen_nb.core.threads as core_threads
 from probegen_nb.core.arch.siren import SirenSpec
-from probegen_nb.core.device import (
+from probegen_nb.core.threads import (
     THREADS_ENV,
     LoadSampler,
     ThreadGovernor,
     ThreadPolicy,
+    ThreadState,
     choose_threads,
     parse_threads,
     set_threads,
@@ -29,7 +32,29 @@ from probegen_nb.experiment.train import train
 from probegen_nb.zoos.inr import PUBLIC_RECIPE, SirenRecipe, fit_inrs, init_siren_params
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_contention.py"
+REPO = Path(__file__).resolve().parents[1]
 EVERY_STEP = ThreadPolicy(interval_s=0.0, min_window_s=0.0)
+
+# Run in a fresh interpreter: spies on /proc reads, library loads and torch's thread count, installed after numpy and
+# torch (which load their own libraries) and before the module named on the command line is imported.
+IMPORT_SPY = """
+import builtins, ctypes, importlib, io, json, os, sys
+import numpy, torch
+seen = {"proc_files": [], "libraries": [], "set_num_threads": []}
+real_open, real_cdll_init, real_set = builtins.open, ctypes.CDLL.__init__, torch.set_num_threads
+def spy_open(file, *args, **kwargs):
+    if isinstance(file, (str, os.PathLike)) and os.fspath(file).startswith("/proc/"):
+        seen["proc_files"].append(os.fspath(file))
+    return real_open(file, *args, **kwargs)
+def spy_cdll(self, name, *args, **kwargs):
+    seen["libraries"].append(str(name))
+    real_cdll_init(self, name, *args, **kwargs)
+builtins.open = io.open = spy_open
+ctypes.CDLL.__init__ = spy_cdll
+torch.set_num_threads = lambda n: seen["set_num_threads"].append(n) or real_set(n)
+importlib.import_module(sys.argv[1])
+print(json.dumps(seen))
+"""
 
 
 class FakeSampler:
@@ -49,12 +74,12 @@ class FakeSampler:
 @pytest.fixture(autouse=True)
 def two_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test starts from torch at 2 threads on (what the governor believes is) a 2-CPU machine, with no
-    override set, and leaves torch's thread count as it found it."""
+    override set and no job before it, and leaves torch's thread count as it found it."""
     before = torch.get_num_threads()
     monkeypatch.delenv(THREADS_ENV, raising=False)
-    monkeypatch.setattr(device, "usable_cpus", lambda: [0, 1])
-    monkeypatch.setattr(device, "_THREADS_OVERRIDE", None)
-    monkeypatch.setattr(device, "_ACTIVE", None)
+    monkeypatch.setattr(core_threads, "usable_cpus", lambda: [0, 1])
+    state = ThreadState()  # the process's own state is left as it was
+    monkeypatch.setattr(core_threads, "process_threads", lambda: state)
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
@@ -62,7 +87,7 @@ def two_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def fake_load(monkeypatch: pytest.MonkeyPatch, *readings: float | None) -> FakeSampler:
     sampler = FakeSampler(*readings)
-    monkeypatch.setattr(device, "_SAMPLER", sampler)
+    core_threads.process_threads().sampler = sampler  # the test's own state (see `two_threads`)
     return sampler
 
 
@@ -87,8 +112,8 @@ def test_load_sampler_subtracts_own_cpu_time(monkeypatch: pytest.MonkeyPatch, tm
                         f"cpu5 {busy_other} 0 0 5 0 0 0 0 0 0\nintr 0\n")
 
     clock = {"wall": 100.0, "own": 10.0}
-    monkeypatch.setattr(device.time, "monotonic", lambda: clock["wall"])
-    monkeypatch.setattr(device.time, "process_time", lambda: clock["own"])
+    monkeypatch.setattr(core_threads.time, "monotonic", lambda: clock["wall"])
+    monkeypatch.setattr(core_threads.time, "process_time", lambda: clock["own"])
     write(0, 0, 0)
     sampler = LoadSampler(cpus=[0, 1], stat_path=str(stat))
     sampler.tick = 100
@@ -104,7 +129,7 @@ def test_load_sampler_subtracts_own_cpu_time(monkeypatch: pytest.MonkeyPatch, tm
 
 
 def test_first_reading_counts_running_threads(tmp_path: Path) -> None:
-    """Right after import there is no window yet: the threads runnable now, besides the one reading, count."""
+    """At the process's first job there is no window yet: the threads runnable now, besides the one reading, count."""
     stat = tmp_path / "stat"
     stat.write_text("cpu0 0 0 0 5 0 0 0 0 0 0\nprocs_running 3\nprocs_blocked 0\n")
     sampler = LoadSampler(cpus=[0], stat_path=str(stat))
@@ -115,9 +140,9 @@ def test_first_reading_counts_running_threads(tmp_path: Path) -> None:
 
 
 def test_no_reading_yet_starts_quiet_and_rereads_soon(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Right after import there is no reading: the quiet default, then a re-reading after the minimum window."""
+    """At the process's first job there is no reading: the quiet default, then a re-reading after the minimum window."""
     clock = {"wall": 50.0}
-    monkeypatch.setattr(device.time, "monotonic", lambda: clock["wall"])
+    monkeypatch.setattr(core_threads.time, "monotonic", lambda: clock["wall"])
     sampler = fake_load(monkeypatch, None, 1.5)
     gov = ThreadGovernor.start("train", "cpu", policy=ThreadPolicy(interval_s=10.0, min_window_s=0.1))
     assert torch.get_num_threads() == 2
@@ -236,6 +261,28 @@ def test_worker_env_gives_each_worker_its_share() -> None:
     assert worker_env(2, base={})[THREADS_ENV] == "1"
     assert worker_env(1, base={"X": "y"}) == {"X": "y", THREADS_ENV: "2", "OMP_NUM_THREADS": "2",
                                               "MKL_NUM_THREADS": "2"}
+
+
+@pytest.mark.parametrize("module", [f"probegen_nb.core.{name}" for name in ("device", "threads", "allocator")])
+def test_importing_reads_loads_and_sets_nothing(module: str) -> None:
+    """Importing reads no /proc file, loads no library and leaves torch's threads alone: the sampler, libc and the
+    thread count are touched by the first job that needs them (the old core.device read /proc/stat at import)."""
+    res = subprocess.run([sys.executable, "-c", IMPORT_SPY, module], capture_output=True, text=True, timeout=120,
+                         cwd=REPO)  # `-c` puts the working directory first on sys.path: this checkout's package
+    assert res.returncode == 0, res.stderr[-2000:]
+    seen = json.loads(res.stdout.strip().splitlines()[-1])
+    assert seen == {"proc_files": [], "libraries": [], "set_num_threads": []}, f"importing {module} did work: {seen}"
+
+
+def test_import_spy_sees_a_stat_read_and_a_library_load() -> None:
+    """Negative control for the test above: a module that reads /proc/stat and loads libc at import is caught."""
+    res = subprocess.run([sys.executable, "-c", IMPORT_SPY.replace(
+        "importlib.import_module(sys.argv[1])",
+        "open('/proc/stat').close(); ctypes.CDLL('libc.so.6'); torch.set_num_threads(1)"), "unused"],
+        capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    seen = json.loads(res.stdout.strip().splitlines()[-1])
+    assert seen == {"proc_files": ["/proc/stat"], "libraries": ["libc.so.6"], "set_num_threads": [1]}
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 import probegen_nb.zoos.cnn as cz
 import probegen_nb.zoos.inr as inr
 from probegen_nb.core.data import ImageDataset
-from probegen_nb.core.device import THREADS_ENV, use_threads
 from probegen_nb.core.engine import EngineConfig
 from probegen_nb.core.jobs import ChunkError, ResumableJob
+from probegen_nb.core.threads import THREADS_ENV, use_threads
 from probegen_nb.zoos.cnn import CNNZooRecipe, build_cnn_zoo
 from probegen_nb.zoos.inr import PUBLIC_RECIPE, build_inr_zoo, plan_inr_zoo
 

@@ -17,7 +17,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from probegen_nb.core.device import THREADS_ENV, use_threads
+from probegen_nb.core.threads import THREADS_ENV, use_threads
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,10 @@ from probegen_nb.baselines.nfn import NFNConfig
 from probegen_nb.baselines.statnn import StatNNConfig, layer_statistics, zoo_statistics
 from probegen_nb.baselines.trees import StatNNTrees, fit_trees
 from probegen_nb.baselines.weight_mlp import WeightMLPConfig
-from probegen_nb.core.device import (
-    ThreadGovernor,
-    describe_device,
-    resolve_device,
-    seed_everything,
-    tune_cpu_allocator,
-)
+from probegen_nb.core.allocator import tune_cpu_allocator
+from probegen_nb.core.device import describe_device, resolve_device, seed_everything
 from probegen_nb.core.jobs import save_tensors_atomic, write_json_atomic
+from probegen_nb.core.threads import ThreadGovernor
 from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.core.zoo_io import load_zoo, resolve_zoo_dir
 from probegen_nb.experiment.config import RunConfig
@@ -215,7 +211,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
         "probe_params": sum(p.numel() for p in model.probes.parameters()) if probing else 0,
         "predictor_params": sum(p.numel() for p in model.predictor.parameters()),
         "n_params": sum(p.numel() for p in model.parameters()),  # everything trained: probes or encoder + predictor
-        "threads": threads.finish(),  # the intra-op threads used and why (see core.device.ThreadGovernor)
+        "threads": threads.finish(),  # the intra-op threads used and why (see core.threads.ThreadGovernor)
         "device": describe_device(dev),
         "config_sha256": config_digest(config),  # the completion record names the config it completes
     }

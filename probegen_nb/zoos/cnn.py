@@ -22,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from probegen_nb.core.allocator import tune_cpu_allocator
 from probegen_nb.core.arch.cnn import CNNSpec, cnn_forward
 from probegen_nb.core.data import DatasetName, ImageDataset, images_to_inputs, load_dataset
-from probegen_nb.core.device import ThreadGovernor, resolve_device, tune_cpu_allocator
+from probegen_nb.core.device import resolve_device
 from probegen_nb.core.engine import EngineConfig
 from probegen_nb.core.jobs import ResumableJob, engine_info, software_versions
+from probegen_nb.core.threads import ThreadGovernor
 from probegen_nb.core.zoo import MixedZoo, Task, Zoo
 from probegen_nb.core.zoo_io import save_zoo
 

@@ -24,11 +24,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from probegen_nb.core.allocator import tune_cpu_allocator
 from probegen_nb.core.arch.siren import SirenSpec, pixel_grid, siren_forward
 from probegen_nb.core.data import ImageDataset
-from probegen_nb.core.device import ThreadGovernor, resolve_device, synchronize, tune_cpu_allocator
+from probegen_nb.core.device import resolve_device, synchronize
 from probegen_nb.core.engine import EngineConfig
 from probegen_nb.core.jobs import ResumableJob, engine_info, software_versions
+from probegen_nb.core.threads import ThreadGovernor
 from probegen_nb.core.zoo import SPLITS, Task, Zoo, ZooFormatError
 from probegen_nb.core.zoo_io import save_zoo
 from probegen_nb.zoos.public.layouts import INR_LAYOUTS, parse_inr_path
@@ -102,7 +104,7 @@ class FitResult:
     params: dict[str, torch.Tensor]  # name -> [B, *shape], on the CPU
     psnr: torch.Tensor  # [B] dB of the kept weights
     steps: torch.Tensor  # [B] Adam steps taken before the INR stopped
-    threads: dict | None = None  # the intra-op threads used (core.device.ThreadGovernor.finish())
+    threads: dict | None = None  # the intra-op threads used (core.threads.ThreadGovernor.finish())
     compiled: bool = False  # whether every step ran through torch.compile
 
 
