@@ -14,7 +14,6 @@ from probegen_nb.core.zoo_io import load_zoo, save_zoo
 from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.train import build_model, train
 from probegen_nb.methods.probing import forward_batch
-from probegen_nb.probes.coords import VanillaConfig
 from probegen_nb.probes.images import ImageVanillaConfig
 
 SPECS = [CNNSpec.small_cnn_zoo(activation="relu"), CNNSpec.small_cnn_zoo(activation="tanh"),
@@ -57,7 +56,7 @@ def test_round_trip(tmp_path) -> None:
 
 def test_represent_rows_equals_per_model_modules_in_any_order() -> None:
     zoo = make_mixed()
-    model = build_model(RunConfig(probes=VanillaConfig(), n_probes=3, hidden=16, n_hidden=1), zoo,
+    model = build_model(RunConfig(probes=ImageVanillaConfig(), n_probes=3, hidden=16, n_hidden=1), zoo,
                         torch.Generator().manual_seed(0))
     index = torch.tensor([11, 0, 6, 3, 9, 5, 1])  # interleaves the three architectures
     rep = model.represent_rows(zoo, index).detach()
@@ -166,7 +165,7 @@ def test_split_subset_and_training() -> None:
     assert len(zoo.split("train")) == 6 and set(zoo.split("test").table["arch"]) == {0, 1, 2}
     sub = zoo.subset([17, 2, 8])
     assert sorted(sub.table["model_id"]) == [2, 8, 17]
-    run = train(RunConfig(probes=VanillaConfig(), n_probes=4, epochs=2, hidden=16, n_hidden=1, device="cpu"), zoo,
+    run = train(RunConfig(probes=ImageVanillaConfig(), n_probes=4, epochs=2, hidden=16, n_hidden=1, device="cpu"), zoo,
                 progress=False)
     assert run.metrics["metric"] == "kendall_tau" and len(run.metrics["history"]) == 2
     assert run.metrics["flops_per_model"] > 0

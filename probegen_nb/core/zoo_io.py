@@ -131,10 +131,12 @@ def resolve_zoo_dir(zoo_dir: str | Path, search: Sequence[str | Path] = ()) -> P
     """A config's zoo path: as written (absolute, or from the current directory), else from each folder in `search`
     (a notebook's config names its zoo from the folder the notebook ran in)."""
     path = Path(zoo_dir)
-    # then the checkout's root and notebooks/, where this project's relative zoo paths are written from (`cli train
-    # --zoo data/zoos/...` at the root, notebooks' `../data/zoos/...`), so a run opens wherever it is opened from
-    search = (*search, _CHECKOUT, _CHECKOUT / "notebooks")
-    for candidate in (path, *(Path(s) / path for s in search)):
+    # then from the checkout's root, as written and without its leading "..": this project's relative zoo paths are
+    # written from the root (`cli train --zoo data/zoos/...`) or from a folder beside data/ (the notebooks'
+    # `../data/zoos/...`), so a run opens wherever it is opened from
+    inside = Path(*[part for part in path.parts if part != ".."]) if not path.is_absolute() else path
+    search = (*search, _CHECKOUT)
+    for candidate in (path, *(Path(s) / path for s in search), _CHECKOUT / inside):
         if (candidate / "zoo.json").is_file():
             return candidate.resolve()
     tried = ", ".join(str(s) for s in (Path.cwd(), *search))
