@@ -96,3 +96,24 @@ def test_a_run_trained_from_the_root_opens_from_notebooks(tmp_path, monkeypatch)
     train(RunConfig(n_probes=4, epochs=1, max_train_models=64), out_dir=tmp_path / "default", progress=False)
     monkeypatch.chdir(root)
     assert load_run(tmp_path / "default").config.zoo_dir == "../data/zoos/mnist-inr-small"
+
+
+def test_the_library_refuses_a_probe_source_made_for_other_models() -> None:
+    """Not only the CLI: `build_model` (so `train()`, sweeps and notebooks) refuses coordinate probes on a CNN zoo
+    and image probes on an INR zoo, and accepts the fitting ones (negative control)."""
+    import torch
+
+    from probegen_nb.experiment.config import RunConfig
+    from probegen_nb.experiment.train import build_model
+    from probegen_nb.probes.coords import UniformConfig
+    from probegen_nb.probes.dead_leaves import DeadLeavesConfig
+
+    cnn = load_zoo(ZOOS / "cifar10-gs-cnn-small").subset(range(8))
+    inr = load_zoo(ZOOS / "mnist-inr-small").subset(range(8))
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="'uniform' makes coordinates probes, but this zoo's models take images"):
+        build_model(RunConfig(probes=UniformConfig(), n_probes=4), cnn, g)
+    with pytest.raises(ValueError, match="'dead-leaves' makes images probes, but this zoo's models take coordinates"):
+        build_model(RunConfig(probes=DeadLeavesConfig(), n_probes=4), inr, g)
+    build_model(RunConfig(probes=DeadLeavesConfig(), n_probes=4), cnn, g)
+    build_model(RunConfig(probes=UniformConfig(), n_probes=4), inr, g)
