@@ -185,3 +185,12 @@ def test_errors(tmp_path) -> None:
         load_zoo(tmp_path / "z")
     with pytest.raises(ValueError, match="at least one"):
         MixedZoo(())
+
+
+def test_a_zoo_prints_as_one_short_line() -> None:
+    """`repr(zoo)` printed every weight tensor (8 kB for the embedded zoo in a notebook cell)."""
+    zoo = make_mixed((6, 6, 6))
+    text = repr(zoo)
+    assert "\n" not in text and len(text) < 200 and "tensor" not in text
+    assert text.startswith("MixedZoo(3 architectures, cnn, 18 models: train") and text.endswith("; cpu)")
+    assert repr(zoo.groups[0]).startswith("Zoo(cnn, ")

@@ -50,6 +50,10 @@ class Zoo:
     def __post_init__(self) -> None:
         validate(self)
 
+    def __repr__(self) -> str:
+        """One line (the default dataclass repr printed every weight tensor: kilobytes for a notebook cell)."""
+        return describe_zoo(self)
+
     def __len__(self) -> int:
         return len(self.table)
 
@@ -161,6 +165,10 @@ class MixedZoo:
     @property
     def specs(self) -> tuple[ArchSpec, ...]:
         return tuple(z.spec for z in self.groups)
+
+    def __repr__(self) -> str:
+        """One line (the default dataclass repr printed every weight tensor: kilobytes for a notebook cell)."""
+        return describe_zoo(self)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -308,3 +316,14 @@ def stack_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]], spec: Arch
             if not torch.isfinite(sd[k]).all():
                 raise ZooFormatError(f"{item}: non-finite value in {k!r}")
     return {k: torch.stack([sd[k].float() for sd in state_dicts]) for k in expected}
+
+
+def describe_zoo(zoo: Zoo | MixedZoo) -> str:
+    """`Zoo(siren, 5,500 models: train 4,000 / val 500 / test 1,000; label, 10 classes; cpu)`."""
+    counts = zoo.table["split"].value_counts()
+    splits = " / ".join(f"{s} {counts.get(s, 0):,}" for s in SPLITS)
+    kinds = ", ".join(sorted({spec.kind for spec in zoo.specs}))
+    archs = f"{len(zoo.specs)} architectures, " if len(zoo.specs) > 1 else ""
+    task = f"{zoo.task.n_classes} classes" if zoo.task.is_classification else "scalar"
+    return (f"{type(zoo).__name__}({archs}{kinds}, {len(zoo):,} models: {splits}; {zoo.task.label_column}, {task}; "
+            f"{zoo.device})")
