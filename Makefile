@@ -48,8 +48,9 @@ test: setup
 demo: setup
 	$(PY) -m probegen_nb.cli demo --out runs/demo
 
+# JupyterLab on the whole checkout, opened at notebooks/: the executed demo under runs/demo/ is reachable too
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks
 
 # Rebuild the embedded zoos committed under data/zoos/: the MNIST INRs (about 18 min on a 2-core CPU), then 2,000
 # CIFAR10-GS CNNs with the public Small CNN Zoo recipe for 4 epochs each, weights stored as float24 (about 100 min on

@@ -153,7 +153,7 @@ def run_command(args: argparse.Namespace) -> None:
         out_root = args.out.resolve()
         run_demo(out_root)
         print(f"\nExecuted notebooks and their figures/metrics.json are in {out_root}/.\n"
-              f"Open them with `make lab` (JupyterLab on notebooks/) and File > Open {out_root}/<name>.ipynb,\n"
+              f"Open them with `make lab` (JupyterLab on the checkout) in the file browser's runs/demo/,\n"
               f"or look at the PNG/HTML figures in each {out_root}/<name>/ folder.\n"
               f"All figures and metrics on one page (offline): {out_root / 'index.html'}")
         return
