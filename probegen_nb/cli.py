@@ -1,37 +1,34 @@
 """The command line: `python -m probegen_nb.cli demo|seeds|train|build-inr-zoo|build-cnn-zoo …` (behind `make demo`,
 `make seeds`, `make zoos` and `benchmarks/gpu_check.sh`). The top of the package: it imports the app, the experiment
-and the builders; nothing imports it."""
+and the builders; nothing imports it.
+
+The parser is built without importing torch (about 2 s), so `--help` and argument errors answer at once: the
+choices and defaults it shows are written below, and tests/test_cli.py checks them against the library's own. Each
+command imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from probegen_nb.app.runner import REPO, notebook_stem, parse_parameters, run_demo, run_notebook
-from probegen_nb.core.data import DATASETS, DataUnavailableError, images_to_inputs, load_dataset
-from probegen_nb.core.device import describe_device, resolve_device
-from probegen_nb.core.engine import EngineConfig
-from probegen_nb.core.zoo import AnyZoo
-from probegen_nb.core.zoo_io import load_zoo
-from probegen_nb.experiment import quickstart
-from probegen_nb.experiment.config import RunConfig
-from probegen_nb.experiment.protocol import protocol_epochs, protocol_probes
-from probegen_nb.experiment.stats import format_comparison
-from probegen_nb.experiment.train import train
-from probegen_nb.probes.registry import PROBE_CONFIGS, check_fits
-from probegen_nb.zoos.cnn import CNNZooRecipe, build_cnn_zoo, sample_wild_park_specs
-from probegen_nb.zoos.inr import (
-    HIGH_QUALITY_RECIPE,
-    PUBLIC_RECIPE,
-    build_inr_zoo,
-    default_chunk_size,
-    describe_plan,
-    estimate_build_seconds,
-    plan_from_splits_json,
-    plan_inr_zoo,
-    plan_one_per_image,
-)
+if TYPE_CHECKING:
+    from probegen_nb.core.engine import EngineConfig
+    from probegen_nb.core.zoo import AnyZoo
+    from probegen_nb.experiment.config import RunConfig
+
+REPO = Path(__file__).resolve().parents[1]  # the checkout (app.runner.REPO)
+DATASETS = ("mnist", "fmnist", "cifar10", "cifar10-gs", "cifar10-gs-luma")  # core.data.DATASETS
+PROBE_SOURCES = {  # probes.registry: each source's kind → the inputs it fits
+    "probegen": "coordinates", "vanilla": "coordinates", "uniform": "coordinates", "gaussian": "coordinates",
+    "probegen-conv": "images", "probegen-fc": "images", "vanilla-image": "images", "dead-leaves": "images",
+    "gaussian-image": "images", "real-images": "images"}
+CNN_RECIPE = {"epochs": 8.0, "batch_size": 512, "checkpoint_epochs": (), "padding": 0, "n_eval": None,
+              "steps": None, "checkpoints": ()}  # zoos.cnn.CNNZooRecipe()'s defaults
+N_WORKERS = 2  # core.engine.N_WORKERS
+QUICKSTART = "00_quickstart"  # experiment.QUICKSTART
+QUICKSTART_PROTOCOL = {"n_probes": 128, "epochs": 30}  # RunConfig's defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,18 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dataset", choices=DATASETS, default="cifar10-gs", help="cifar10-gs, or mnist/fmnist padded")
     c.add_argument("--out", type=Path, required=True, help="zoo folder to write")
     c.add_argument("--n-runs", type=int, default=320, help="CNNs trained (each keeps one row per checkpoint)")
-    c.add_argument("--epochs", type=float, default=CNNZooRecipe.epochs,
+    c.add_argument("--epochs", type=float, default=CNN_RECIPE["epochs"],
                    help="passes over each CNN's own train subset (its step count: epochs · fraction · N / batch)")
-    c.add_argument("--batch-size", type=int, default=CNNZooRecipe.batch_size, help="images per CNN per step")
-    c.add_argument("--padding", choices=["valid", "1"], default="valid" if CNNZooRecipe.padding == 0 else "1",
+    c.add_argument("--batch-size", type=int, default=CNN_RECIPE["batch_size"], help="images per CNN per step")
+    c.add_argument("--padding", choices=["valid", "1"], default="valid" if CNN_RECIPE["padding"] == 0 else "1",
                    help="valid: the public Keras zoo's (32→15→7→3); 1: the public PyTorch rebuilds' (32→16→8→4)")
-    c.add_argument("--checkpoint-epochs", type=float, nargs="+", default=list(CNNZooRecipe.checkpoint_epochs),
+    c.add_argument("--checkpoint-epochs", type=float, nargs="+", default=list(CNN_RECIPE["checkpoint_epochs"]),
                    help="extra rows per CNN at these epochs, besides the final checkpoint")
-    c.add_argument("--steps", type=int, default=CNNZooRecipe.steps,
+    c.add_argument("--steps", type=int, default=CNN_RECIPE["steps"],
                    help="a fixed step count per CNN instead of --epochs (smoke runs)")
-    c.add_argument("--checkpoints", type=int, nargs="+", default=list(CNNZooRecipe.checkpoints),
+    c.add_argument("--checkpoints", type=int, nargs="+", default=list(CNN_RECIPE["checkpoints"]),
                    help="with --steps: extra rows at these steps")
-    c.add_argument("--n-eval", type=int, default=CNNZooRecipe.n_eval,
+    c.add_argument("--n-eval", type=int, default=CNN_RECIPE["n_eval"],
                    help="accuracy labels on a sample of this many images (default: the whole test set and subset)")
     c.add_argument("--chunk-size", type=int, default=32, help="CNNs trained at once")
     c.add_argument("--weights-dtype", choices=["float32", "float24", "float16"], default="float32",
@@ -95,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="one probing run into a run folder (the paper's protocol unless told otherwise)")
     t.add_argument("--zoo", type=Path, required=True, help="zoo folder")
     t.add_argument("--out", type=Path, required=True, help="run folder to write")
-    coordinates = ", ".join(k for k, c in sorted(PROBE_CONFIGS.items()) if c.inputs == "coordinates")
-    images = ", ".join(k for k, c in sorted(PROBE_CONFIGS.items()) if c.inputs == "images")
-    t.add_argument("--probes", choices=sorted(PROBE_CONFIGS), metavar="SOURCE",
+    coordinates = ", ".join(k for k, inputs in sorted(PROBE_SOURCES.items()) if inputs == "coordinates")
+    images = ", ".join(k for k, inputs in sorted(PROBE_SOURCES.items()) if inputs == "images")
+    t.add_argument("--probes", choices=sorted(PROBE_SOURCES), metavar="SOURCE",
                    help=f"probe source, its default config (default: the paper's for the zoo: probegen on INR zoos, "
                         f"probegen-conv on CNN zoos). INR zoos: {coordinates}; CNN zoos: {images}")
     t.add_argument("--n-probes", type=int, help="Q (default: the paper's for the zoo: 128 on INR zoos, 64 on CNN zoos)")
@@ -117,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, default=REPO / "runs" / "demo")
     r = sub.add_parser("seeds", help="the quickstart's methods over several seeds, as one resumable sweep: mean ± "
                                      "std per method, paired differences against probegen, its claims per seed")
-    r.add_argument("notebook", nargs="?", default=quickstart.NAME, choices=[quickstart.NAME],
+    r.add_argument("notebook", nargs="?", default=QUICKSTART, choices=[QUICKSTART],
                    help="whose experiment (the quickstart's is the one written as a sweep so far)")
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--out", type=Path, help="sweep folder (rerun to resume); default: runs/<notebook>_seeds")
@@ -125,22 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_arguments(r, "run")
     r.add_argument("--fast", action="store_true", help="the notebook's smoke mode: 8 probes, 2 epochs, 256 train "
                                                        "models; claims checked only for finite numbers")
-    r.add_argument("--n-probes", type=int, default=RunConfig.n_probes)
-    r.add_argument("--epochs", type=int, default=RunConfig.epochs)
+    r.add_argument("--n-probes", type=int, default=QUICKSTART_PROTOCOL["n_probes"])
+    r.add_argument("--epochs", type=int, default=QUICKSTART_PROTOCOL["epochs"])
     r.add_argument("--max-train-models", type=int, help="use only the first N train models")
     r.add_argument("--device", default="auto")
     return parser
 
 
-# what a user can fix (a bad setting, a missing or malformed file or folder): one line, not a traceback
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, DataUnavailableError)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    from probegen_nb.core.data import DataUnavailableError
+
+    # what a user can fix (a bad setting, a missing or malformed file or folder): one line, not a traceback
+    user_errors = (ValueError, FileNotFoundError, FileExistsError, DataUnavailableError)
     try:
         run_command(args)
-    except USER_ERRORS as e:
+    except user_errors as e:
         if args.debug:
             raise
         raise SystemExit(f"error: {e}\n(python -m probegen_nb.cli --debug {args.command} ... shows the traceback)"
@@ -150,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
 def run_command(args: argparse.Namespace) -> None:
     """The parsed command, run."""
     if args.command == "demo":
+        from probegen_nb.app.runner import run_demo
+
         out_root = args.out.resolve()
         run_demo(out_root)
         print(f"\nExecuted notebooks and their figures/metrics.json are in {out_root}/.\n"
@@ -158,10 +157,15 @@ def run_command(args: argparse.Namespace) -> None:
               f"All figures and metrics on one page (offline): {out_root / 'index.html'}")
         return
     if args.command == "notebook":
+        from probegen_nb.app.runner import notebook_stem, parse_parameters, run_notebook
+
         stem = notebook_stem(args.name)
         print(f"wrote {run_notebook(stem, args.out.resolve(), parse_parameters(stem, args.set))}")
         return
     if args.command == "train":
+        from probegen_nb.core.zoo_io import load_zoo
+        from probegen_nb.experiment.train import train
+
         zoo = load_zoo(args.zoo)
         m = train(train_config(args, zoo), zoo, out_dir=args.out).metrics
         name = m["metric"]
@@ -172,6 +176,9 @@ def run_command(args: argparse.Namespace) -> None:
         seeds_command(args)
         return
     if args.command == "build-cnn-zoo":
+        from probegen_nb.core.data import images_to_inputs, load_dataset
+        from probegen_nb.zoos.cnn import CNNZooRecipe, build_cnn_zoo, sample_wild_park_specs
+
         recipe = CNNZooRecipe(epochs=args.epochs, batch_size=args.batch_size,
                               checkpoint_epochs=tuple(args.checkpoint_epochs),
                               padding=0 if args.padding == "valid" else 1, n_eval=args.n_eval, steps=args.steps,
@@ -197,6 +204,20 @@ def build_inr_zoo_command(args: argparse.Namespace) -> None:
     --dry-run print the plan and the estimated time."""
     if args.first_images is not None and not args.all_images:
         raise SystemExit("--first-images N needs --all-images (it previews the one-INR-per-image build)")
+    from probegen_nb.core.data import load_dataset
+    from probegen_nb.core.device import describe_device, resolve_device
+    from probegen_nb.zoos.inr import (
+        HIGH_QUALITY_RECIPE,
+        PUBLIC_RECIPE,
+        build_inr_zoo,
+        default_chunk_size,
+        describe_plan,
+        estimate_build_seconds,
+        plan_from_splits_json,
+        plan_inr_zoo,
+        plan_one_per_image,
+    )
+
     dataset = load_dataset(args.dataset)
     if args.all_images:
         if args.max_per_split:
@@ -236,6 +257,10 @@ def build_inr_zoo_command(args: argparse.Namespace) -> None:
 def train_config(args: argparse.Namespace, zoo: AnyZoo) -> RunConfig:
     """`train`'s run config: the paper's protocol for the zoo's benchmark (its epochs: `protocol_epochs`) unless the
     options say otherwise."""
+    from probegen_nb.experiment.config import RunConfig
+    from probegen_nb.experiment.protocol import protocol_epochs, protocol_probes
+    from probegen_nb.probes.registry import PROBE_CONFIGS, check_fits
+
     epochs = args.epochs if args.epochs is not None else protocol_epochs(zoo)
     kind, n_probes = protocol_probes(zoo)
     probes = PROBE_CONFIGS[args.probes or kind]()
@@ -258,7 +283,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, unit: str) -> None:
     parser.add_argument("--engine", choices=["local", "dask"], default="local",
                         help=f"local: one {unit} after another here; dask: each {unit} a single-threaded task on "
                              f"Dask distributed")
-    parser.add_argument("--workers", type=int, default=EngineConfig.n_workers,
+    parser.add_argument("--workers", type=int, default=N_WORKERS,
                         help="dask: LocalCluster worker processes")
     parser.add_argument("--address", help="dask: an existing scheduler (e.g. tcp://host:8786) instead of a "
                                           "LocalCluster")
@@ -269,11 +294,20 @@ def build_engine(args: argparse.Namespace) -> EngineConfig | None:
     load allows), equal to a dask build bit for bit at the same thread count; dask runs single-threaded chunks."""
     if args.engine == "local":
         return None
+    from probegen_nb.core.engine import EngineConfig
+
     return EngineConfig(kind="dask", address=args.address, n_workers=args.workers)
 
 
 def seeds_command(args: argparse.Namespace) -> None:
     """The quickstart over seeds through `experiment.quickstart.run_seeds`; exits non-zero when a claim fails."""
+    from dataclasses import replace
+
+    from probegen_nb.core.engine import EngineConfig
+    from probegen_nb.core.zoo_io import load_zoo
+    from probegen_nb.experiment import quickstart
+    from probegen_nb.experiment.stats import format_comparison
+
     out = args.out or REPO / "runs" / f"{args.notebook}_seeds"
     base = quickstart.quickstart_config(str(args.zoo), fast=args.fast, n_probes=args.n_probes, epochs=args.epochs,
                                         device=args.device)

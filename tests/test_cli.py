@@ -117,3 +117,38 @@ def test_the_library_refuses_a_probe_source_made_for_other_models() -> None:
         build_model(RunConfig(probes=DeadLeavesConfig(), n_probes=4), inr, g)
     build_model(RunConfig(probes=DeadLeavesConfig(), n_probes=4), cnn, g)
     build_model(RunConfig(probes=UniformConfig(), n_probes=4), inr, g)
+
+
+def test_the_parsers_choices_and_defaults_are_the_librarys() -> None:
+    """The parser is built without torch (for a fast --help), from lists written in cli.py: they must be the
+    library's own, or the CLI would offer a source, data set or default that does not exist."""
+    import dataclasses
+
+    from probegen_nb import cli
+    from probegen_nb.app.runner import REPO
+    from probegen_nb.core.data import DATASETS
+    from probegen_nb.core.engine import EngineConfig
+    from probegen_nb.experiment import quickstart
+    from probegen_nb.experiment.config import RunConfig
+    from probegen_nb.probes.registry import PROBE_CONFIGS
+    from probegen_nb.zoos.cnn import CNNZooRecipe
+
+    assert cli.DATASETS == DATASETS and cli.REPO == REPO and cli.QUICKSTART == quickstart.NAME
+    assert cli.PROBE_SOURCES == {k: c.inputs for k, c in PROBE_CONFIGS.items()}
+    recipe = dataclasses.asdict(CNNZooRecipe())
+    assert cli.CNN_RECIPE == {k: recipe[k] for k in cli.CNN_RECIPE}
+    assert set(recipe) - set(cli.CNN_RECIPE) == {"activations"}  # every option the build-cnn-zoo parser shows
+    assert cli.N_WORKERS == EngineConfig.n_workers
+    assert cli.QUICKSTART_PROTOCOL == {"n_probes": RunConfig().n_probes, "epochs": RunConfig().epochs}
+
+
+def test_help_and_argument_errors_import_no_torch() -> None:
+    """`--help` took about 7 s: torch, dynamo, papermill and dask were imported before the arguments were parsed."""
+    code = ("import sys\nfrom probegen_nb.cli import build_parser\n"
+            "try:\n    build_parser().parse_args(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in ('torch', 'papermill', 'dask', 'pandas', 'numpy') if m in sys.modules)\n"
+            "print('heavy:' + ','.join(heavy))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "--n-probes" in res.stdout  # the help was printed
+    assert res.stdout.strip().splitlines()[-1] == "heavy:"
