@@ -15,7 +15,6 @@ import math
 import random
 import re
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,7 +101,7 @@ def convert_small_cnn_zoo(root: str | Path, out_dir: str | Path, nfn_order: str 
     groups = []
     for act in sorted(set(acts)):
         idx = np.flatnonzero(acts == act)
-        spec = replace(CNNSpec.small_cnn_zoo(1, act), padding=padding)
+        spec = CNNSpec.small_cnn_zoo(1, act, padding)
         try:
             groups.append(Zoo(spec, _tf_to_torch(w[idx], layers), table.iloc[idx].reset_index(drop=True), TASK,
                               info))
@@ -345,7 +344,7 @@ def _wild_park_spec(config: Any, path: Path) -> CNNSpec:
         return CNNSpec(in_channels=int(c["channels"][0]), channels=tuple(int(x) for x in c["channels"][1:]),
                        kernel_size=tuple(int(x) for x in c["kernel_size"]),
                        stride=tuple(int(x) for x in c["stride"]), padding=tuple(int(x) for x in c["padding"]),
-                       activation=tuple(str(x) for x in c["activation"]),  # type: ignore[misc]
+                       activation=tuple(str(x) for x in c["activation"]),
                        residual=tuple(int(x) for x in c["residual"]), out_dim=int(c["n_classes"]))
     except (TypeError, ValueError) as e:
         raise ZooFormatError(f"{path}: config is not a CNN Wild Park architecture ({e})") from None
