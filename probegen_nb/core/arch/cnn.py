@@ -65,18 +65,13 @@ class CNNSpec:
                  activation: str | tuple[str, ...] | list[str] = "relu",  # checked against CNN_ACTIVATIONS here
                  residual: int | tuple[int, ...] | list[int] = -1, out_dim: int = 10, image_size: int = 32) -> None:
         n = len(channels)
-        activations = _per_layer("activation", activation, n)
-        # frozen: fields are set once, here
-        object.__setattr__(self, "in_channels", in_channels)
-        object.__setattr__(self, "channels", _per_layer("channels", channels, n))
-        object.__setattr__(self, "kernel_size", _per_layer("kernel_size", kernel_size, n))
-        object.__setattr__(self, "stride", _per_layer("stride", stride, n))
-        object.__setattr__(self, "padding", _per_layer("padding", padding, n))
-        object.__setattr__(self, "activation", activations)
-        object.__setattr__(self, "residual", _per_layer("residual", residual, n))
-        object.__setattr__(self, "out_dim", out_dim)
-        object.__setattr__(self, "image_size", image_size)
-        bad = [a for a in activations if a not in CNN_ACTIVATIONS]
+        per_layer = {name: _per_layer(name, value, n) for name, value in (
+            ("channels", channels), ("kernel_size", kernel_size), ("stride", stride), ("padding", padding),
+            ("activation", activation), ("residual", residual))}
+        fields = {"in_channels": in_channels, **per_layer, "out_dim": out_dim, "image_size": image_size}
+        for name, value in fields.items():  # frozen: the fields are set once, here
+            object.__setattr__(self, name, value)
+        bad = [a for a in self.activation if a not in CNN_ACTIVATIONS]
         if bad:
             raise ValueError(f"CNNSpec.activation {bad[0]!r} is not one of {sorted(CNN_ACTIVATIONS)}")
         sizes = self.feature_sizes()
