@@ -50,7 +50,7 @@ class ProbingModel(nn.Module):
             return reps[0]
         if not batches:
             return x.new_zeros(0, self.rep_dim)
-        positions = torch.cat([b.positions for b in batches])  # [B]: the position in `index` of each row of the cat
+        positions = torch.cat([b.positions for b in batches])  # type: ignore[misc]  # [B]: several batches: each has positions
         return torch.cat(reps)[torch.argsort(positions)]  # the inverse permutation: row j is index[j]'s model
 
     @property
