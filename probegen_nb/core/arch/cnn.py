@@ -141,7 +141,8 @@ class CNN(nn.Module):
         self.fc = nn.Linear(spec.channels[-1], spec.out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spec, kept = self.spec, dict[int, torch.Tensor]()
+        spec = self.spec
+        kept: dict[int, torch.Tensor] = {}  # post-activation outputs, by layer
         for i, layer in enumerate(self.layers):
             x = layer(x)
             r = spec.residual[i]
