@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from probegen_nb.core.engine import EngineConfig
@@ -24,7 +24,7 @@ PROBE_SOURCES = {  # probes.registry: each source's kind → the inputs it fits
     "probegen": "coordinates", "vanilla": "coordinates", "uniform": "coordinates", "gaussian": "coordinates",
     "probegen-conv": "images", "probegen-fc": "images", "vanilla-image": "images", "dead-leaves": "images",
     "gaussian-image": "images", "real-images": "images"}
-CNN_RECIPE = {"epochs": 8.0, "batch_size": 512, "checkpoint_epochs": (), "padding": 0, "n_eval": None,
+CNN_RECIPE: dict[str, Any] = {"epochs": 8.0, "batch_size": 512, "checkpoint_epochs": (), "padding": 0, "n_eval": None,
               "steps": None, "checkpoints": ()}  # zoos.cnn.CNNZooRecipe()'s defaults
 N_WORKERS = 2  # core.engine.N_WORKERS
 QUICKSTART = "00_quickstart"  # experiment.QUICKSTART

@@ -62,6 +62,10 @@ class ModelGraph(nn.Module):
     one per weight W_l[i, j], from neuron j of layer l-1 to neuron i of layer l, in W_l's row-major order (E in all);
     each edge's vector is the weight's k×k kernel (1 for a dense weight), zero-padded to the largest k² (K)."""
 
+    edge_template: torch.Tensor  # buffers, registered in __init__
+    node_layer: torch.Tensor
+    node_position: torch.Tensor
+
     def __init__(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
         super().__init__()
         names = tuple(shapes)
@@ -133,6 +137,9 @@ class GraphNet(Baseline):
     """Params [B, …] → one disjoint graph → GINEConv rounds over node states [B·N, d] → readout [B, d·(1 + n_out)]
     (the mean over each model's nodes, beside its output neurons' states, which have an order) → predictor. Edges
     run both ways (a direction flag beside each weight), so messages reach every neuron."""
+
+    tensor_mean: torch.Tensor  # buffers, registered in __init__
+    tensor_std: torch.Tensor
 
     def __init__(self, graph: ModelGraph, mean: torch.Tensor, std: torch.Tensor, node_dim: int, n_layers: int,
                  d_out: int, hidden: int, n_hidden: int) -> None:

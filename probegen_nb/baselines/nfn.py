@@ -62,6 +62,9 @@ class NFN(Baseline):
     The normalisation is one mean and std per tensor over the train models (an entry-wise one would differ between
     a hidden neuron and its permuted place, and so break the invariance)."""
 
+    tensor_mean: torch.Tensor  # buffers, registered in __init__
+    tensor_std: torch.Tensor
+
     def __init__(self, shapes: Mapping[str, tuple[int, ...]], mean: torch.Tensor, std: torch.Tensor,
                  mode: Literal["np", "hnp"], hidden_channels: Sequence[int], d_out: int, hidden: int,
                  n_hidden: int) -> None:

@@ -58,6 +58,9 @@ class StatNNConfig:
 class StatNN(Baseline):
     """Statistics of each tensor [B, 7·T] (T tensors), standardised by the train split's, into the predictor."""
 
+    feature_mean: torch.Tensor  # buffers, registered in __init__
+    feature_std: torch.Tensor
+
     def __init__(self, names: Sequence[str], mean: torch.Tensor, std: torch.Tensor, d_out: int, hidden: int,
                  n_hidden: int) -> None:
         super().__init__()

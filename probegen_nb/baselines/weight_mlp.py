@@ -38,13 +38,16 @@ class WeightMLPConfig:
             for spec in train_zoo.specs:
                 tied_layers(spec)  # refuse, before training, an architecture whose units cannot be permuted
         index = torch.arange(len(train_zoo), device=train_zoo.device)
-        mean, std = mean_std(flatten(rows_params(train_zoo, index), shapes), self.std_floor)
+        mean, std = mean_std(flatten(rows_params(train_zoo, index), tuple(shapes)), self.std_floor)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         return WeightMLP(tuple(shapes), mean, std, d_out, hidden, n_hidden, self.augment, seed)
 
 
 class WeightMLP(Baseline):
     """Flattened params [B, N] (N: the architecture's parameter count), normalised, into the predictor."""
+
+    param_mean: torch.Tensor  # buffers, registered in __init__
+    param_std: torch.Tensor
 
     def __init__(self, names: Sequence[str], mean: torch.Tensor, std: torch.Tensor, d_out: int, hidden: int,
                  n_hidden: int, augment: bool, seed: int) -> None:

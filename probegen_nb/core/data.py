@@ -28,12 +28,13 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+ImageSplit = Literal["train", "test"]  # the official splits of an image data set
 DatasetName = Literal["mnist", "fmnist", "cifar10", "cifar10-gs", "cifar10-gs-luma"]
 DATASETS: tuple[str, ...] = ("mnist", "fmnist", "cifar10", "cifar10-gs", "cifar10-gs-luma")
 GrayscaleMethod = Literal["mean", "luma"]
@@ -69,10 +70,10 @@ class ImageDataset:
     classes: tuple[str, ...]
     source: str  # where the arrays came from, for provenance
 
-    def images(self, split: Literal["train", "test"]) -> np.ndarray:
+    def images(self, split: ImageSplit) -> np.ndarray:
         return self._pick(split)[0]
 
-    def labels(self, split: Literal["train", "test"]) -> np.ndarray:
+    def labels(self, split: ImageSplit) -> np.ndarray:
         return self._pick(split)[1]
 
     def sample(self, n_train: int, n_test: int, seed: int = 0) -> ImageDataset:
@@ -226,7 +227,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
                 ("numpy._core.multiarray", "_reconstruct")}
 
-    def find_class(self, module: str, name: str):  # type: ignore[no-untyped-def]
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data pickle")
         if module == "numpy.core.multiarray" and hasattr(np, "_core"):  # numpy 2 moved it

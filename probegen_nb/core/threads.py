@@ -269,7 +269,7 @@ class ThreadGovernor:
         self._finished = True
         used = {str(k): round(v, 3) for k, v in sorted(self.seconds.items()) if round(v, 3) > 0}
         return {"setting": str(self.setting), "source": self.source, "workload": self.workload,
-                "threads": max(used, key=used.get, default=str(self.threads)) if self.cpu else None,
+                "threads": max(used, key=lambda k: used[k], default=str(self.threads)) if self.cpu else None,
                 "seconds_by_threads": used, "switches": self.switches, "cpus": self.n_cpus,
                 "busy_cores_at_start": None if self.load_at_start is None else round(self.load_at_start, 2),
                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}

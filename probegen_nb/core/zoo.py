@@ -207,7 +207,7 @@ class MixedZoo:
         """(group, positions in `index` [B_g], rows within the group [B_g]) for each architecture group present, in
         (batch, group) order, each in index order. The run sizes are counted on the host, from the step's one copy of
         `index` there (B ints; none when `index` is on the CPU); the positions come from one stable sort beside it."""
-        keys, counts = np.unique(self._key[index.cpu().numpy()], return_counts=True)  # type: ignore[attr-defined]
+        keys, counts = np.unique(self._key[index.cpu().numpy()], return_counts=True)  # type: ignore[attr-defined, call-overload]
         key_t, row_t = self._key_t.to(index.device), self._row_t.to(index.device)  # type: ignore[attr-defined]
         order = torch.argsort(key_t[index], stable=True)  # [B]: positions in index, run after run
         sizes = counts.tolist()

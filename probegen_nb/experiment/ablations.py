@@ -21,6 +21,7 @@ from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.stats import compare_variants
 from probegen_nb.experiment.sweep import Sweep, SweepRun, run_sweep
+from probegen_nb.probes.base import Activation
 from probegen_nb.probes.coords import GaussianConfig, ProbeGenConfig, UniformConfig, VanillaConfig
 from probegen_nb.probes.dead_leaves import DeadLeavesConfig
 from probegen_nb.probes.images import ConvProbeGenConfig, ImageGaussianConfig, ImageVanillaConfig, LinearImageGenConfig
@@ -57,7 +58,7 @@ class Section:
 
 
 INR_METHODS = {"probegen": ProbeGenConfig(), "vanilla": VanillaConfig(), "uniform": UniformConfig()}
-ACTIVATIONS = ("relu", "gelu", "tanh")
+ACTIVATIONS: tuple[Activation, ...] = ("relu", "gelu", "tanh")
 WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 

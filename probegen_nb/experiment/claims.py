@@ -39,7 +39,8 @@ def check_claims(results: Mapping[str, Mapping[str, Any]], key: str, claims: Seq
     if metric is None:
         raise ValueError(f"cannot tell the metric of {key!r}; known: {sorted(METRIC_RANGE)}")
     low, high = METRIC_RANGE[metric]
-    lines, failures = [], []
+    lines: list[str] = []
+    failures: list[str] = []
     for method, values in results.items():
         value = values.get(key)
         ok = isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high

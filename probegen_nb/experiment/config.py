@@ -85,12 +85,13 @@ def check_ranges(config: Any, at_least: dict[str, int] = {}, non_negative: tuple
     name = type(config).__name__
     for field_name, low in at_least.items():
         value = getattr(config, field_name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                                  or int(value) < low):
             raise ValueError(f"{name}.{field_name} (={value!r}) must be an integer of at least {low}")
     for field_name in non_negative + positive:
         value = getattr(config, field_name)
-        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and (
-            value > 0 if field_name in positive else value >= 0)
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)) and (
+            float(value) > 0 if field_name in positive else float(value) >= 0)
         if not ok:
             raise ValueError(f"{name}.{field_name} (={value!r}) must be a finite number "
                              f"{'above 0' if field_name in positive else 'of at least 0'}")

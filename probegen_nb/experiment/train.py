@@ -69,8 +69,9 @@ def make_optimizer(config: RunConfig, model: Model,
     """Adam at `config.lr` on the probe source and the predictor (each with its own weight decay; a baseline's
     parameters with the predictor's), cosine-annealed to 0 over all `total_steps` (the paper's protocol)."""
     if isinstance(model, ProbingModel):
-        groups = [{"params": list(model.probes.parameters()), "weight_decay": config.generator_weight_decay},
-                  {"params": list(model.predictor.parameters()), "weight_decay": config.weight_decay}]
+        groups: list[dict[str, Any]] = [
+            {"params": list(model.probes.parameters()), "weight_decay": config.generator_weight_decay},
+            {"params": list(model.predictor.parameters()), "weight_decay": config.weight_decay}]
     else:
         groups = [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
     # CUDA: the fused kernel updates every parameter in one launch (the foreach path's launches dominate a step of
@@ -97,7 +98,7 @@ def build_model(config: RunConfig, zoo: AnyZoo, generator: torch.Generator,
                 probes: ProbeSource | None = None) -> Model:
     """The run's model for this zoo: the probing model (probe shapes are checked against the architecture here,
     before training), or the config's baseline with its input normalisation fitted on the run's train models."""
-    d_out = zoo.task.n_classes if zoo.task.is_classification else 1
+    d_out = zoo.task.n_classes if zoo.task.n_classes is not None else 1  # classes, or 1 regressed scalar
     if config.baseline is not None:
         if probes is not None:
             raise ValueError(f"probes= is for probing runs; this config trains the {config.baseline.kind} baseline")
@@ -138,7 +139,6 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
             raise ValueError("probes= is for probing runs; this config fits StatNN's trees")
         return _train_trees(config, zoo, splits, train_zoo, out_dir, threads)
     model = build_model(config, zoo, gen, probes).to(dev)
-    probing = isinstance(model, ProbingModel)
     labels = {s: z.labels.to(dev) for s, z in splits.items()}
     train_labels = train_zoo.labels.to(dev)
 
@@ -154,7 +154,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
         start_run_folder(out, config)
     name = metric_name(zoo)
     history: list[dict[str, Any]] = []
-    snapshots = [model.probes().detach().cpu()] if probing else []
+    snapshots = [model.probes().detach().cpu()] if isinstance(model, ProbingModel) else []
     best: dict[str, Any] = {"val": -math.inf, "epoch": -1, "state": None}
     t0, n_steps = time.perf_counter(), 0
     check_each_step = checks_loss_each_step(dev)
@@ -184,7 +184,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
             outputs = predict(model, z)[0] if cached is None else predict_from(model, cached[s])
             record[f"{s}_{name}"] = metric(zoo, outputs, labels[s]) if len(z) else float("nan")
         history.append(record)
-        if probing:
+        if isinstance(model, ProbingModel):
             snapshots.append(model.probes().detach().cpu())
         if best["state"] is None or is_better(record[f"val_{name}"], best["val"]):
             best = {"val": record[f"val_{name}"], "epoch": epoch, "test": record[f"test_{name}"],
@@ -203,12 +203,13 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
         f"best_val_{name}": best["val"],
         f"test_{name}": best["test"],  # the test metric of the best-validation checkpoint
         f"last_test_{name}": history[-1][f"test_{name}"] if history else float("nan"),
-        "flops_per_model": flops_per_model(model, zoo) if probing else baseline_flops_per_model(model, zoo),
+        "flops_per_model": (flops_per_model(model, zoo) if isinstance(model, ProbingModel)
+                            else baseline_flops_per_model(model, zoo)),
         "train_seconds": seconds,
         "steps": n_steps,  # optimizer steps taken: ceil(train models / batch) per epoch
         "responses_cached": cached is not None,  # fixed probes: answers computed once, the predictor trained on them
         "n_train_models": len(train_zoo),
-        "probe_params": sum(p.numel() for p in model.probes.parameters()) if probing else 0,
+        "probe_params": sum(p.numel() for p in model.probes.parameters()) if isinstance(model, ProbingModel) else 0,
         "predictor_params": sum(p.numel() for p in model.predictor.parameters()),
         "n_params": sum(p.numel() for p in model.parameters()),  # everything trained: probes or encoder + predictor
         "threads": threads.finish(),  # the intra-op threads used and why (see core.threads.ThreadGovernor)

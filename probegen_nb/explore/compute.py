@@ -17,17 +17,19 @@ import torch
 
 from probegen_nb.core.arch.cnn import CNNSpec
 from probegen_nb.core.arch.registry import forward
-from probegen_nb.core.arch.siren import reconstruct
+from probegen_nb.core.arch.siren import SirenSpec, reconstruct
 from probegen_nb.core.zoo import AnyZoo, Zoo
 from probegen_nb.experiment.evaluate import predict
 from probegen_nb.experiment.runs import LoadedRun
-from probegen_nb.probes.base import ProbeSource
-from probegen_nb.probes.coords import ProbeGenConfig, UniformConfig, VanillaConfig
+from probegen_nb.probes.base import Activation
+from probegen_nb.probes.coords import DeepLinearGenerator, ProbeGenConfig, UniformConfig, VanillaConfig
 from probegen_nb.probes.dead_leaves import DeadLeavesConfig
-from probegen_nb.probes.images import ConvProbeGenConfig, ImageVanillaConfig
+from probegen_nb.probes.images import ConvProbeGenConfig, ConvProbeGenerator, ImageVanillaConfig, LinearImageGenConfig
 from probegen_nb.probes.registry import ProbeConfig
 
 SYNTHETIC_KINDS = ("uniform", "gaussian", "dead-leaves", "gaussian-image")
+
+LatentGenerator = DeepLinearGenerator | ConvProbeGenerator  # probe sources with latent codes [Q, Z]
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class Explorer:
             probes[name] = config.build(q, spec.input_shape, torch.Generator().manual_seed(seed))().detach()
             synthetic.append(name)
         background = None
-        if isinstance(test, Zoo) and len(test.spec.input_shape) == 1:  # coordinate probes: show the mean image
+        if isinstance(test, Zoo) and isinstance(test.spec, SirenSpec):  # coordinate probes: show the mean image
             background = reconstruct(test.spec, test.params).mean(axis=0)
         return cls(runs, main, test, probes, responses, outputs, test.labels, background, synthetic)
 
@@ -113,10 +115,10 @@ class Explorer:
         return [n for n, r in self.runs.items() if r.model.probes.learned]
 
     @property
-    def generator(self) -> ProbeSource | None:
+    def generator(self) -> LatentGenerator | None:
         """The main run's probe generator, if its probes come from latent codes."""
         source = self.runs[self.main].model.probes
-        return source if hasattr(source, "generate") else None
+        return source if isinstance(source, (DeepLinearGenerator, ConvProbeGenerator)) else None
 
     def row_of(self, model_id: int) -> int:
         rows = np.flatnonzero(self.model_ids == model_id)
@@ -182,7 +184,7 @@ class LatentBasis:
     scales: torch.Tensor  # [k]: the latents' standard deviation along each direction
 
 
-def latent_basis(generator: ProbeSource, k: int = 4) -> LatentBasis:
+def latent_basis(generator: LatentGenerator, k: int = 4) -> LatentBasis:
     z = generator.latents.detach()
     centred = z - z.mean(0)
     _, s, vh = torch.linalg.svd(centred, full_matrices=False)
@@ -190,7 +192,7 @@ def latent_basis(generator: ProbeSource, k: int = 4) -> LatentBasis:
     return LatentBasis(vh[:k], s[:k] / math.sqrt(max(1, len(z) - 1)))
 
 
-def latent_code(generator: ProbeSource, i: int, j: int | None = None, t: float = 0.0,
+def latent_code(generator: LatentGenerator, i: int, j: int | None = None, t: float = 0.0,
                 offsets: list[float] | tuple[float, ...] = (), basis: LatentBasis | None = None) -> torch.Tensor:
     """[Z]: probe i's latent moved a fraction t towards probe j's, plus `offsets` (in standard deviations) along
     the basis directions."""
@@ -203,7 +205,7 @@ def latent_code(generator: ProbeSource, i: int, j: int | None = None, t: float =
 
 
 @torch.no_grad()
-def generate(generator: ProbeSource, codes: torch.Tensor) -> torch.Tensor:
+def generate(generator: LatentGenerator, codes: torch.Tensor) -> torch.Tensor:
     """Probes [N, *input_shape] for latent codes [N, Z] (or one code [Z] → [1, …])."""
     return generator.generate(codes.reshape(-1, codes.shape[-1]))
 
@@ -221,7 +223,7 @@ def probe_displacement(snapshots: torch.Tensor, epoch: int) -> float:
 # ---------------------------------------------------------------- generator anatomy
 
 
-def collapse(generator: ProbeSource) -> tuple[torch.Tensor, torch.Tensor]:
+def collapse(generator: LatentGenerator) -> tuple[torch.Tensor, torch.Tensor]:
     """A deep linear generator's layer stack as the single affine map it is: (A [D, Z], b [D]) with
     pre_output(z) = A z + b. For a non-linear stack this is only its linearisation at z = 0."""
     z0 = torch.zeros(1, generator.latents.shape[1])
@@ -231,7 +233,7 @@ def collapse(generator: ProbeSource) -> tuple[torch.Tensor, torch.Tensor]:
     return a, b
 
 
-def jacobian_at(generator: ProbeSource, latents: torch.Tensor) -> torch.Tensor:
+def jacobian_at(generator: LatentGenerator, latents: torch.Tensor) -> torch.Tensor:
     """[N, D, Z]: d pre_output / d z at each latent code (forward mode: Z columns, far fewer than D rows)."""
     f = lambda z: generator.pre_output(z[None])[0]
     with torch.no_grad():
@@ -260,7 +262,7 @@ class Anatomy:
     probe_effective_rank: dict[str, float]
 
 
-def anatomy(linear: ProbeSource, nonlinear: ProbeSource | None, probes: dict[str, torch.Tensor]) -> Anatomy:
+def anatomy(linear: LatentGenerator, nonlinear: LatentGenerator | None, probes: dict[str, torch.Tensor]) -> Anatomy:
     """Spectra of the collapsed deep linear map, of the non-linear variant's Jacobians at its own probes, and of
     each probe set: a deep linear generator's probes all live in the same low-dimensional affine subspace."""
     a, _ = collapse(linear)
@@ -312,8 +314,8 @@ def explorer_methods(zoo: AnyZoo) -> dict[str, ProbeConfig]:
     return {"probegen": ProbeGenConfig(), "vanilla": VanillaConfig()}
 
 
-def nonlinear_variant(config: ProbeConfig, activation: str = "relu") -> ProbeConfig:
+def nonlinear_variant(config: ProbeConfig, activation: Activation = "relu") -> ProbeConfig:
     """The same generator with an activation between its layers: the anatomy view's comparison."""
-    if not hasattr(config, "activation"):
+    if not isinstance(config, (ProbeGenConfig, ConvProbeGenConfig, LinearImageGenConfig)):  # the configs with one
         raise ValueError(f"{config.kind} probes have no generator to make non-linear")
     return replace(config, activation=activation)

@@ -9,15 +9,18 @@ Probes are drawn as points on the coordinate square for INR zoos and as images f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from probegen_nb.core.arch.siren import reconstruct
+from probegen_nb.core.arch.siren import SirenSpec, reconstruct
+from probegen_nb.core.zoo import Zoo
 from probegen_nb.explore.compute import (
     Explorer,
+    LatentGenerator,
     anatomy,
     generate,
     latent_basis,
@@ -25,7 +28,6 @@ from probegen_nb.explore.compute import (
     pca_2d,
     probe_displacement,
 )
-from probegen_nb.probes.base import ProbeSource
 
 GAP = 2  # pixels between tiles of an image mosaic
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -84,6 +86,7 @@ def _square_axes(fig: go.Figure, rows: int, cols: int) -> None:
 
 def _background(ex: Explorer, showscale: bool = False) -> go.Heatmap:
     img = ex.background
+    assert img is not None, "a background exists for coordinate probes only"
     grid = np.linspace(-1, 1, img.shape[0])
     return go.Heatmap(z=img, x=grid, y=grid, colorscale="Greys_r", showscale=showscale, hoverinfo="skip", zmin=0,
                       zmax=max(float(img.max()), 1e-6), opacity=0.6)
@@ -191,7 +194,9 @@ def update_inspector(fig: go.Figure, ex: Explorer, rows: Sequence[int]) -> None:
                 model.z = image_grid(w, symmetric=False)
                 responses.z = resp[row].T.numpy()  # [K, Q]
             else:
-                model.z = reconstruct(ex.test.spec, ex.test.subset([row]).params)[0]
+                test = ex.test
+                assert isinstance(test, Zoo) and isinstance(test.spec, SirenSpec), "coordinate probes: an INR zoo"
+                model.z = reconstruct(test.spec, test.subset([row]).params)[0]
                 responses.update(x=np.arange(resp.shape[1]), y=resp[row, :, 0].numpy())
             pred = ex.prediction(row).numpy()
             truth = ex.labels[row].item()
@@ -263,7 +268,7 @@ def update_latent(fig: go.Figure, ex: Explorer, models: Sequence[int], i: int, j
     return probe
 
 
-def _require_generator(ex: Explorer) -> ProbeSource:
+def _require_generator(ex: Explorer) -> LatentGenerator:
     if ex.generator is None:
         raise ValueError(f"run {ex.main!r} learns its probes directly: it has no latent codes to explore")
     return ex.generator
@@ -321,7 +326,7 @@ def update_replay(fig: go.Figure, ex: Explorer, epoch: int, n_show: int = 16) ->
 # ---------------------------------------------------------------- generator anatomy
 
 
-def anatomy_figure(ex: Explorer, nonlinear: ProbeSource | None = None) -> go.Figure:
+def anatomy_figure(ex: Explorer, nonlinear: LatentGenerator | None = None) -> go.Figure:
     """Left: singular values of the deep linear generator collapsed to one map, beside the non-linear variant's
     Jacobian at each of its probes. Right: singular values of every probe set (centred), on the same scale."""
     gen = _require_generator(ex)
@@ -362,7 +367,7 @@ def representation_figure(ex: Explorer, run: str | None = None, selected: Sequen
     xy, ratio = pca_2d(ex.responses[run])
     labels = ex.labels.numpy()
     color = ([PALETTE[int(v) % 10] for v in labels] if ex.is_classification else labels)
-    marker = {"size": 6, "color": color, "opacity": 0.8}
+    marker: dict[str, Any] = {"size": 6, "color": color, "opacity": 0.8}
     if not ex.is_classification:
         marker |= {"colorscale": "Viridis", "showscale": True, "colorbar": {"title": "test acc"}}
     fig = go.Figure(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", marker=marker,

@@ -60,7 +60,7 @@ class InspectorPanel:
     def __init__(self, ex: Explorer, start: Sequence[int] | None = None) -> None:
         self.ex = ex
         start = list(start if start is not None else example_models(ex, 2))
-        if ex.is_classification:
+        if ex.test.task.n_classes is not None:  # classification
             classes = [(f"class {c}", c) for c in range(ex.test.task.n_classes)]
             self.filter = widgets.Dropdown(options=[("any class", -1), *classes], value=-1, description="filter")
         else:

@@ -50,6 +50,8 @@ def image_channels(input_shape: tuple[int, ...], size: int | None = None) -> int
 class FixedProbes(ProbeSource):
     """Synthetic probes that are not learned, kept as a buffer so checkpoints and `.to()` carry them."""
 
+    probes: torch.Tensor  # a buffer, registered in __init__
+
     learned = False
 
     def __init__(self, probes: torch.Tensor) -> None:

@@ -39,8 +39,10 @@ class DeepLinearGenerator(ProbeSource):
         if init_spread is not None:  # rescale the initial probes about the origin: the output layer times a scalar
             with torch.no_grad():
                 scale = init_spread / self.pre_output(self.latents).std(0).mean()
-                self.layers[-1].weight.mul_(scale)
-                self.layers[-1].bias.mul_(scale)
+                output = self.layers[-1]
+                assert isinstance(output, nn.Linear)
+                output.weight.mul_(scale)
+                output.bias.mul_(scale)
 
     def pre_output(self, latents: torch.Tensor) -> torch.Tensor:
         """The layer stack's output for latent codes [N, latent_dim], flattened [N, D], before any output squashing:

@@ -88,7 +88,8 @@ def unit_variance(layers: nn.Sequential, x: torch.Tensor) -> None:
     with torch.no_grad():
         for layer in layers:
             if isinstance(layer, nn.ConvTranspose2d):
-                layer.bias.zero_()
+                if layer.bias is not None:
+                    layer.bias.zero_()
                 layer.weight.div_(layer(x).std().clamp_min(1e-8))
             x = layer(x)
 

@@ -14,6 +14,7 @@ from probegen_nb.probes.real_images import RealImagesConfig
 ProbeConfig = (ProbeGenConfig | VanillaConfig | UniformConfig | GaussianConfig | ConvProbeGenConfig
                | LinearImageGenConfig | ImageVanillaConfig | DeadLeavesConfig | ImageGaussianConfig | RealImagesConfig)
 PROBE_CONFIGS: dict[str, type] = {c.kind: c for c in ProbeConfig.__args__}  # kind → config type
+PROBE_INPUTS: dict[str, str] = {c.kind: c.inputs for c in ProbeConfig.__args__}  # kind → what it probes
 
 
 def probe_config_to_dict(config: ProbeConfig) -> dict[str, Any]:
@@ -41,7 +42,7 @@ def input_kind(input_shape: tuple[int, ...]) -> str:
 
 def sources_for(input_shape: tuple[int, ...]) -> list[str]:
     """The probe sources that fit models taking inputs of this shape."""
-    return sorted(k for k, c in PROBE_CONFIGS.items() if c.inputs == input_kind(input_shape))
+    return sorted(k for k, inputs in PROBE_INPUTS.items() if inputs == input_kind(input_shape))
 
 
 def check_fits(config: ProbeConfig, input_shape: tuple[int, ...]) -> None:

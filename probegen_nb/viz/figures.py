@@ -128,7 +128,7 @@ def response_heatmap(representations: np.ndarray, labels: np.ndarray, title: str
                 yticklabels=False)
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
     for b in bounds:
-        ax.axhline(b, color="w", lw=0.6)
+        ax.axhline(float(b), color="w", lw=0.6)
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(labels)]])
     names = class_names or [str(c) for c in range(int(labels.max()) + 1)]

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -164,9 +165,19 @@ class PerModelOptimizer:
             p.sub_(self.lr.view(view) * torch.where(adam, adam_step, torch.where(rms, rms_step, g)))
 
 
+class Checkpoint(TypedDict):
+    """One checkpoint of `train_cnns`: stacked params [M, …] and per-model labels [M]."""
+
+    step: int
+    params: dict[str, torch.Tensor]
+    test_acc: torch.Tensor
+    train_acc: torch.Tensor
+    epoch: torch.Tensor
+
+
 def train_cnns(spec: CNNSpec, hp: pd.DataFrame, train_x: torch.Tensor, train_y: torch.Tensor,
                test_x: torch.Tensor, test_y: torch.Tensor, recipe: CNNZooRecipe, generator: torch.Generator,
-               device: torch.device) -> list[dict[str, torch.Tensor]]:
+               device: torch.device) -> list[Checkpoint]:
     """Train len(hp) CNNs of one architecture at once; return one dict per checkpoint of `recipe.schedule` with the
     stacked params [M, …], the labels `test_acc`, `train_acc` [M] and `epoch` [M]. Every model must have the same
     checkpoint steps (same train fraction, or a fixed `recipe.steps`): `build_cnn_zoo` chunks by train fraction.
@@ -198,7 +209,7 @@ def train_cnns(spec: CNNSpec, hp: pd.DataFrame, train_x: torch.Tensor, train_y: 
     eval_train = order[:, : int(n_own.max())].to(device)  # [M, n]: model m's first n_own[m] columns count
     n_own = n_own.to(device)
     weights = [i for i, k in enumerate(names) if k.endswith("weight")]
-    checkpoints = []
+    checkpoints: list[Checkpoint] = []
     for step in range(1, steps[-1] + 1):
         idx = streams.next(recipe.batch_size).to(device)  # [M, B] each model's next images of its own subset
         logits = cnn_forward(spec, dict(zip(names, params)), train_x[idx], after_activation=drop)  # [M, B, 10]

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from probegen_nb.core.allocator import tune_cpu_allocator
 from probegen_nb.core.arch.siren import SirenSpec, pixel_grid, siren_forward
-from probegen_nb.core.data import ImageDataset
+from probegen_nb.core.data import ImageDataset, ImageSplit
 from probegen_nb.core.device import resolve_device, synchronize
 from probegen_nb.core.engine import EngineConfig
 from probegen_nb.core.jobs import ResumableJob, engine_info, software_versions
@@ -153,7 +153,8 @@ def fit_inrs(images: torch.Tensor | np.ndarray, spec: SirenSpec = SirenSpec(), r
     for t in bar:
         for p in params:
             p.requires_grad_(True)
-        mse, grads = None, ()
+        mse: torch.Tensor | None = None
+        grads: tuple[torch.Tensor, ...] = ()
         if compile:
             try:
                 mse, grads = compiled_loss_and_grads(spec, names, params, coords, target)  # [B'] per-model loss
@@ -194,7 +195,9 @@ def plan_inr_zoo(dataset: ImageDataset, n_train: int, n_val: int, n_test: int, s
     rng = np.random.default_rng(seed)
     n_cls = len(dataset.classes)
     rows = []
-    for image_split, parts in (("train", (("train", n_train), ("val", n_val))), ("test", (("test", n_test),))):
+    per_image_split: tuple[tuple[ImageSplit, tuple[tuple[str, int], ...]], ...] = (
+        ("train", (("train", n_train), ("val", n_val))), ("test", (("test", n_test),)))
+    for image_split, parts in per_image_split:
         labels = dataset.labels(image_split)
         per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in range(n_cls)]
         taken = [0] * n_cls
@@ -227,9 +230,11 @@ def plan_all_images(dataset: ImageDataset) -> pd.DataFrame:
     n_train_images = len(dataset.labels("train"))
     n_val = round(n_train_images * VAL_FRACTION_OF_TRAIN_IMAGES)
     parts = []
-    for split, image_split, index in (("train", "train", np.arange(n_train_images - n_val)),
-                                      ("val", "train", np.arange(n_train_images - n_val, n_train_images)),
-                                      ("test", "test", np.arange(len(dataset.labels("test"))))):
+    splits: tuple[tuple[str, ImageSplit, np.ndarray], ...] = (
+        ("train", "train", np.arange(n_train_images - n_val)),
+        ("val", "train", np.arange(n_train_images - n_val, n_train_images)),
+        ("test", "test", np.arange(len(dataset.labels("test")))))
+    for split, image_split, index in splits:
         labels = dataset.labels(image_split)[index]
         parts.append(pd.DataFrame({"split": split, "label": labels.astype(int), "image_split": image_split,
                                    "image_index": index}))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,18 @@ CNN_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-@dataclass(frozen=True)
+T = TypeVar("T")
+
+
+def _per_layer(name: str, value: T | tuple[T, ...] | list[T], n: int) -> tuple[T, ...]:
+    """One value per layer: a tuple or list as given (it must have n entries), anything else repeated n times."""
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+    if len(values) != n:
+        raise ValueError(f"CNNSpec.{name} has {len(values)} entries, expected one per layer ({n})")
+    return values
+
+
+@dataclass(frozen=True, init=False)
 class CNNSpec:
     """Plain CNN: convolutions (each with its own kernel, stride, padding, activation), global average pooling,
     one dense layer. Covers the Small CNN Zoo (3 × conv 3×3 stride 2, 16 channels) and CNN Wild Park (2–5 layers,
@@ -32,26 +43,33 @@ class CNNSpec:
 
     `residual[i] = r ≥ 0` adds layer r's post-activation output to layer i's convolution output (first min(channels)
     channels) before layer i's activation, as in CNN Wild Park; -1 for none.
+
+    Every per-layer field is stored as a tuple with one entry per layer; the constructor also takes a single value
+    for every layer (and lists, as read back from JSON).
     """
 
     kind: ClassVar[str] = "cnn"
-    in_channels: int = 1  # 1 for grayscale (CIFAR10-GS, MNIST), 3 for RGB
-    channels: tuple[int, ...] = (16, 16, 16)  # output channels of each convolution
-    kernel_size: tuple[int, ...] | int = 3  # per layer; a single value applies to every layer
-    stride: tuple[int, ...] | int = 2
-    padding: tuple[int, ...] | int = 1
-    activation: tuple[CNNActivation, ...] | CNNActivation = "relu"
-    residual: tuple[int, ...] | int = -1
-    out_dim: int = 10  # classes
-    image_size: int = 32  # inputs are in_channels × image_size × image_size, scaled to [-1, 1]
+    in_channels: int  # 1 for grayscale (CIFAR10-GS, MNIST), 3 for RGB
+    channels: tuple[int, ...]  # output channels of each convolution
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    activation: tuple[CNNActivation, ...]
+    residual: tuple[int, ...]
+    out_dim: int  # classes
+    image_size: int  # inputs are in_channels × image_size × image_size, scaled to [-1, 1]
 
-    def __post_init__(self) -> None:
-        n = len(self.channels)
-        for name in ("channels", "kernel_size", "stride", "padding", "activation", "residual"):
-            value = getattr(self, name)
-            value = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
-            if len(value) != n:
-                raise ValueError(f"CNNSpec.{name} has {len(value)} entries, expected one per layer ({n})")
+    def __init__(self, in_channels: int = 1, channels: tuple[int, ...] | list[int] = (16, 16, 16),
+                 kernel_size: int | tuple[int, ...] | list[int] = 3, stride: int | tuple[int, ...] | list[int] = 2,
+                 padding: int | tuple[int, ...] | list[int] = 1,
+                 activation: str | tuple[str, ...] | list[str] = "relu",  # checked against CNN_ACTIVATIONS here
+                 residual: int | tuple[int, ...] | list[int] = -1, out_dim: int = 10, image_size: int = 32) -> None:
+        n = len(channels)
+        per_layer = {name: _per_layer(name, value, n) for name, value in (
+            ("channels", channels), ("kernel_size", kernel_size), ("stride", stride), ("padding", padding),
+            ("activation", activation), ("residual", residual))}
+        fields = {"in_channels": in_channels, **per_layer, "out_dim": out_dim, "image_size": image_size}
+        for name, value in fields.items():  # frozen: the fields are set once, here
             object.__setattr__(self, name, value)
         bad = [a for a in self.activation if a not in CNN_ACTIVATIONS]
         if bad:
@@ -101,7 +119,8 @@ class CNNSpec:
     def without_activations(self) -> CNNSpec:
         """The layer shapes alone (every activation "none"): CNNs equal here share one batched forward
         (`cnn_forward_runs`)."""
-        return replace(self, activation="none")
+        none: CNNActivation = "none"
+        return replace(self, activation=(none,) * self.n_layers)
 
     def build_module(self) -> CNN:
         return CNN(self)
@@ -122,7 +141,8 @@ class CNN(nn.Module):
         self.fc = nn.Linear(spec.channels[-1], spec.out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spec, kept = self.spec, {}
+        spec = self.spec
+        kept: dict[int, torch.Tensor] = {}  # post-activation outputs, by layer
         for i, layer in enumerate(self.layers):
             x = layer(x)
             r = spec.residual[i]
@@ -238,7 +258,8 @@ def cnn_forward_runs(specs: Sequence[CNNSpec], counts: Sequence[int], params: Ma
         raise ValueError("cnn_forward_runs: the architectures differ in more than their activations")
 
     def activate(i: int, h: torch.Tensor) -> torch.Tensor:
-        names, widths = [], []  # one entry per stretch of adjacent runs with the same activation
+        names: list[CNNActivation] = []  # one entry per stretch of adjacent runs with the same activation
+        widths: list[int] = []
         for spec, n in zip(specs, counts):
             if names and names[-1] == spec.activation[i]:
                 widths[-1] += n * spec.channels[i]

@@ -33,7 +33,10 @@ def tied_layers(spec: ArchSpec) -> tuple[int, ...]:
     of different widths (CNN Wild Park adds only the first min(channels) channels) have no such shared permutation."""
     widths = hidden_widths(spec)
     root = list(range(len(widths)))
-    find = lambda i: i if root[i] == i else find(root[i])
+
+    def find(i: int) -> int:
+        return i if root[i] == i else find(root[i])
+
     for i, r in enumerate(spec.residual if isinstance(spec, CNNSpec) else ()):
         if r < 0:
             continue

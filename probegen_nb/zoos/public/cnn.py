@@ -15,7 +15,6 @@ import math
 import random
 import re
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,7 +101,7 @@ def convert_small_cnn_zoo(root: str | Path, out_dir: str | Path, nfn_order: str 
     groups = []
     for act in sorted(set(acts)):
         idx = np.flatnonzero(acts == act)
-        spec = replace(CNNSpec.small_cnn_zoo(1, act), padding=padding)
+        spec = CNNSpec.small_cnn_zoo(1, act, padding)
         try:
             groups.append(Zoo(spec, _tf_to_torch(w[idx], layers), table.iloc[idx].reset_index(drop=True), TASK,
                               info))
@@ -269,7 +268,9 @@ def convert_cnn_wild_park(root: str | Path, splits_json: str | Path, out_dir: st
     root, splits_json, out_dir = Path(root), Path(splits_json), Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True to replace it")
-    rows, state_dicts, names = [], [], []
+    rows: list[dict[str, Any]] = []
+    state_dicts: list[dict[str, torch.Tensor]] = []
+    names: list[str] = []
     by_spec: dict[CNNSpec, list[int]] = {}  # architecture → positions in rows, in json order
     for split, rel, score, step in tqdm(_read_wild_park_splits(splits_json), desc="reading CNNs", unit="CNN"):
         path = resolve_listed_path(root, rel)
@@ -313,16 +314,16 @@ def _read_wild_park_splits(path: Path) -> list[tuple[str, str, float, int]]:
         raise ZooFormatError(f"{path}: unreadable splits file ({e})") from None
     if not isinstance(splits, dict):
         raise ZooFormatError(f"{path}: expected {{split: {{path, score, step}}}}, got {type(splits).__name__}")
-    entries = []
-    for split, e in splits.items():
+    entries: list[tuple[str, str, float, int]] = []
+    for split, lists in splits.items():
         if split not in SPLITS:
             raise ZooFormatError(f"{path}: unknown split {split!r}; expected {SPLITS}")
-        if not isinstance(e, dict) or not all(isinstance(e.get(k), list) for k in ("path", "score", "step")):
+        if not isinstance(lists, dict) or not all(isinstance(lists.get(k), list) for k in ("path", "score", "step")):
             raise ZooFormatError(f"{path}: split {split!r} needs 'path', 'score' and 'step' lists")
-        if not len(e["path"]) == len(e["score"]) == len(e["step"]):
-            raise ZooFormatError(f"{path}: split {split!r} has {len(e['path'])} paths, {len(e['score'])} scores "
-                                 f"and {len(e['step'])} steps")
-        for i, (rel, score, step) in enumerate(zip(e["path"], e["score"], e["step"])):
+        if not len(lists["path"]) == len(lists["score"]) == len(lists["step"]):
+            raise ZooFormatError(f"{path}: split {split!r} has {len(lists['path'])} paths, "
+                                 f"{len(lists['score'])} scores and {len(lists['step'])} steps")
+        for i, (rel, score, step) in enumerate(zip(lists["path"], lists["score"], lists["step"])):
             if not isinstance(rel, str) or not isinstance(score, (int, float)) or not isinstance(step, int):
                 raise ZooFormatError(f"{path}: {split} entry {i}: path {rel!r}, score {score!r}, step {step!r} "
                                      f"should be a string, a number and an integer")
@@ -345,7 +346,7 @@ def _wild_park_spec(config: Any, path: Path) -> CNNSpec:
         return CNNSpec(in_channels=int(c["channels"][0]), channels=tuple(int(x) for x in c["channels"][1:]),
                        kernel_size=tuple(int(x) for x in c["kernel_size"]),
                        stride=tuple(int(x) for x in c["stride"]), padding=tuple(int(x) for x in c["padding"]),
-                       activation=tuple(str(x) for x in c["activation"]),  # type: ignore[misc]
+                       activation=tuple(str(x) for x in c["activation"]),
                        residual=tuple(int(x) for x in c["residual"]), out_dim=int(c["n_classes"]))
     except (TypeError, ValueError) as e:
         raise ZooFormatError(f"{path}: config is not a CNN Wild Park architecture ({e})") from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -33,7 +34,9 @@ def convert_dwsnets_inr_zoo(root: str | Path, splits_json: str | Path, out_dir: 
         splits = json.loads(splits_json.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ZooFormatError(f"{splits_json}: unreadable splits file ({e})") from None
-    rows, state_dicts, names = [], [], []
+    rows: list[dict[str, Any]] = []
+    state_dicts: list[dict[str, torch.Tensor]] = []
+    names: list[str] = []
     entries = [(s, p, lab) for s, e in splits.items() for p, lab in zip(e["path"], e["label"])]
     for split, rel, label in tqdm(entries, desc="reading INRs", unit="INR"):
         if split not in SPLITS:
