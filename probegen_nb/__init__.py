@@ -7,7 +7,7 @@ the command line's `--help` stay instant (torch is imported by the first name th
     run = pg.train(pg.RunConfig(n_probes=64, epochs=5), zoo, out_dir="runs/api")   # one run of the paper's protocol
     again = pg.load_run("runs/api")                                       # read back: config, metrics, model, probes
     sweep = pg.Sweep("q", pg.grid(pg.RunConfig(epochs=5), {"q64": {"n_probes": 64}, "q128": {}}, [0, 1, 2]), "runs/q")
-    print(pg.compare_variants(pg.run_sweep(sweep), "test_accuracy", "q128"))   # mean ± std, paired differences
+    table = pg.compare_variants(pg.run_sweep(sweep), "test_accuracy", "q128")   # mean ± std, paired differences
 """
 
 from __future__ import annotations

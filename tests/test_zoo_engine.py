@@ -172,9 +172,13 @@ def test_cli_zoo_builds_take_an_engine(digits, stripes, tmp_path, monkeypatch) -
             return build(*args, engine=None, **kwargs)
         return run
 
-    monkeypatch.setattr(cli, "build_inr_zoo", recording(build_inr_zoo))
-    monkeypatch.setattr(cli, "build_cnn_zoo", recording(build_cnn_zoo))
-    monkeypatch.setattr(cli, "load_dataset", lambda name: digits)
+    # the CLI imports each command's modules when it runs, so the builders are replaced where it finds them
+    import probegen_nb.core.data as data
+    import probegen_nb.zoos.inr as inr
+
+    monkeypatch.setattr(inr, "build_inr_zoo", recording(build_inr_zoo))
+    monkeypatch.setattr(cz, "build_cnn_zoo", recording(build_cnn_zoo))
+    monkeypatch.setattr(data, "load_dataset", lambda name: digits)
     monkeypatch.setattr(cz, "load_dataset", lambda name: stripes)
     inr_args = ["--n-train", "2", "--n-val", "0", "--n-test", "0", "--device", "cpu"]
     cli.main(["build-inr-zoo", "--out", str(tmp_path / "a"), *inr_args])
