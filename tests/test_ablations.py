@@ -106,7 +106,7 @@ def test_describe_calls_a_noisy_gap_noise() -> None:
     s = Section("n", "N", "inr", (Variant("probegen", {}), Variant("vanilla", {})))
     r = results({"probegen": [0.50, 0.60, 0.70], "vanilla": [0.55, 0.50, 0.72]})  # diffs +0.05, -0.1, +0.02
     text = describe(s, compare_section(s, r, "test_accuracy"), "acc")
-    assert "within seed noise of probegen" in text and "vanilla" in text.split("within seed noise")[1]
+    assert "not distinguishable from probegen at 3 seeds" in text and "vanilla" in text.split("3 seeds")[-1]
     assert "beyond seed noise" not in text
 
 

@@ -168,7 +168,7 @@ def compare_section(section: Section, results: pd.DataFrame, metric: str) -> pd.
 
 def schedule_table(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Section 7: for each variant, the test metric at the best-validation epoch and at the last step, and the
-    paired difference last − best over seeds (bootstrap 95% interval)."""
+    paired difference last − best over seeds (paired t 95% interval)."""
     done = results[results["status"] == "done"]
     long = pd.concat([done.assign(variant=done["variant"] + " | best-val", value=done[f"test_{metric}"]),
                       done.assign(variant=done["variant"] + " | last step", value=done[f"last_test_{metric}"])])
@@ -187,7 +187,7 @@ def schedule_table(results: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def describe(section: Section, table: pd.DataFrame, metric: str) -> str:
     """Two sentences read off the section's comparison table: the best variant, and which variants differ from the
-    reference beyond seed noise (their paired 95% interval excludes zero) and in which direction."""
+    reference beyond seed noise (their paired 95% t interval excludes zero) and in which direction."""
     best = table["mean"].idxmax()
     first = (f"The best {metric} is {table.loc[best, 'mean']:.3f} ± {table.loc[best, 'std']:.3f} ({best}, "
              f"{int(table.loc[best, 'n'])} seeds).")
@@ -201,8 +201,9 @@ def describe(section: Section, table: pd.DataFrame, metric: str) -> str:
     if better:
         parts.append(f"above {section.reference} beyond seed noise: {_names(better)}")
     if tied:
-        parts.append(f"within seed noise of {section.reference} (95% interval of the paired difference includes 0): "
-                     f"{_names(tied)}")
+        seeds = sorted({int(n) for n in others.loc[tied, "n"]})
+        parts.append(f"not distinguishable from {section.reference} at {'/'.join(map(str, seeds))} seeds (the 95% "
+                     f"paired t interval includes 0, or one seed gives none): {_names(tied)}")
     return first + " Against " + section.reference + (" at the same x" if section.axis else "") + ", " + \
         "; ".join(parts) + "."
 
