@@ -15,7 +15,7 @@ ifneq ($(wildcard $(SHARED)/README.md),)
 export PROBEGEN_SHARED ?= $(SHARED)
 endif
 
-.PHONY: setup system-packages test demo lab zoos zoo-fmnist bench seeds ablations baselines clean
+.PHONY: setup system-packages test demo lab zoos zoo-fmnist bench seeds ablations baselines docs clean
 
 setup: $(VENV)/.setup-done system-packages
 
@@ -94,6 +94,11 @@ ablations: setup
 # Dask LocalCluster of WORKERS single-threaded processes; about 45 min on a 2-core CPU. Resumable: rerun to continue.
 baselines: setup
 	$(PY) -m probegen_nb.cli notebook 06_baselines --out runs/baselines --set engine=dask --set workers=$(WORKERS)
+
+# docs/results/*.md from the sweep folders that `make seeds`, `make ablations` and `make baselines` write (a sweep not
+# run yet gives a page saying which command makes it). Seconds: nothing is trained.
+docs: setup
+	$(PY) -m probegen_nb.cli docs
 
 clean:
 	rm -rf runs data/cache

@@ -1,6 +1,6 @@
-"""The command line: `python -m probegen_nb.cli demo|seeds|train|build-inr-zoo|build-cnn-zoo …` (behind `make demo`,
-`make seeds`, `make zoos` and `benchmarks/gpu_check.sh`). The top of the package: it imports the app, the experiment
-and the builders; nothing imports it.
+"""The command line: `python -m probegen_nb.cli demo|seeds|docs|train|build-inr-zoo|build-cnn-zoo …` (behind
+`make demo`, `make seeds`, `make docs`, `make zoos` and `benchmarks/gpu_check.sh`). The top of the package: it imports
+the app, the experiment and the builders; nothing imports it.
 
 The parser is built without importing torch (about 2 s), so `--help` and argument errors answer at once: the
 choices and defaults it shows are written below, and tests/test_cli.py checks them against the library's own. Each
@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "epochs=3, address=None); an unknown name is an error, e.g. --set engine=dask")
     d = sub.add_parser("demo", help="run the notebook sequence headlessly")
     d.add_argument("--out", type=Path, default=REPO / "runs" / "demo")
+    sub.add_parser("docs", help="regenerate docs/results/*.md from the sweep folders under runs/ (`make docs`)")
     r = sub.add_parser("seeds", help="the quickstart's methods over several seeds, as one resumable sweep: mean ± "
                                      "std per method, paired differences against probegen, its claims per seed")
     r.add_argument("notebook", nargs="?", default=QUICKSTART, choices=[QUICKSTART],
@@ -155,6 +156,12 @@ def run_command(args: argparse.Namespace) -> None:
               f"Open them with `make lab` (JupyterLab on the checkout) in the file browser's runs/demo/,\n"
               f"or look at the PNG/HTML figures in each {out_root}/<name>/ folder.\n"
               f"All figures and metrics on one page (offline): {out_root / 'index.html'}")
+        return
+    if args.command == "docs":
+        from probegen_nb.app.docs import write_pages
+
+        for path in write_pages():
+            print(f"wrote {path}")
         return
     if args.command == "notebook":
         from probegen_nb.app.runner import notebook_stem, parse_parameters, run_notebook

@@ -1,0 +1,139 @@
+"""`make docs`: every page under docs/results/ regenerated from the sweep folders that hold its numbers.
+
+A page is a list of sweeps (a folder under runs/ and the make target that writes it); each table gives mean ± std over
+seeds and the paired 95 % t interval against the reference (`experiment.stats`), and names the command, the commit
+and the date it was generated at. A sweep that has not run yet gives a line saying which command makes it, never an
+error, so the docs build on a fresh clone. Results are read only through `experiment.sweep.load_results`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from probegen_nb.core.jobs import write_text_atomic
+from probegen_nb.experiment.ablations import Section, compare_section, sections
+from probegen_nb.experiment.comparison import comparison_section
+from probegen_nb.experiment.quickstart import REFERENCE
+from probegen_nb.experiment.stats import compare_variants, verdict
+from probegen_nb.experiment.sweep import load_results
+
+REPO = Path(__file__).resolve().parents[2]
+METRIC = {"inr": "test_accuracy", "cnn": "test_kendall_tau"}  # the paper's metric per kind of zoo
+
+
+@dataclass(frozen=True)
+class SweepTable:
+    """One table: the sweep in `folder` (relative to the checkout), compared on `metric` against `reference`, or
+    as `section` says (the reference at the same x on a numeric axis)."""
+
+    title: str
+    folder: str
+    metric: str
+    reference: str = REFERENCE
+    section: Section | None = None
+
+
+@dataclass(frozen=True)
+class ResultsPage:
+    """docs/results/<name>.md: its tables and the make target whose sweeps they read."""
+
+    name: str
+    title: str
+    command: str
+    tables: tuple[SweepTable, ...]
+
+
+def pages() -> tuple[ResultsPage, ...]:
+    """Every generated page, with the command that writes its sweeps (Makefile: seeds, ablations, baselines)."""
+    ablation = [SweepTable(s.title, f"runs/ablations/05_ablations/{s.key}", METRIC[s.zoo], s.reference, s)
+                for s in sections().values()]
+    baseline = [SweepTable(s.title, f"runs/baselines/06_baselines/{s.key}", METRIC[s.zoo], s.reference, s)
+                for s in (comparison_section("inr"), comparison_section("cnn"))]
+    return (ResultsPage("seeds", "The quickstart's methods over seeds (embedded MNIST INR zoo)", "make seeds",
+                        (SweepTable("ProbeGen, vanilla and uniform probes, Q = 128", "runs/00_quickstart_seeds",
+                                    "test_accuracy"),)),
+            ResultsPage("ablations", "Ablations (notebook 05)", "make ablations", tuple(ablation)),
+            ResultsPage("baselines", "ProbeGen and the weight-space baselines (notebook 06)", "make baselines",
+                        tuple(baseline)))
+
+
+def commit(repo: Path = REPO) -> str:
+    """The checkout's commit, or "unknown" outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def table_markdown(table: SweepTable, results: pd.DataFrame) -> str:
+    """Mean ± std per variant and the paired difference against the reference with its t interval and verdict."""
+    comparison = (compare_section(table.section, results, table.metric) if table.section is not None
+                  else compare_variants(results, table.metric, table.reference))
+    lines = [f"| variant | seeds | {table.metric} (mean ± std) | − {table.reference} [95 % paired t interval] | "
+             "reads as |", "| --- | ---: | --- | --- | --- |"]
+    for name, row in comparison.iterrows():
+        n = int(row["n"])
+        std = "n/a" if pd.isna(row["std"]) else f"{row['std']:.4f}"
+        if name == table.reference or (table.section is not None and row["method"] == table.reference):
+            diff, words = "reference", ""
+        elif pd.isna(row["diff_low"]):
+            diff, words = f"{row['diff']:+.4f} [n/a]", verdict(row["diff_low"], row["diff_high"], n)
+        else:
+            diff = f"{row['diff']:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]"
+            words = verdict(row["diff_low"], row["diff_high"], n)
+        lines.append(f"| {name} | {n} | {row['mean']:.4f} ± {std} | {diff} | {words} |")
+    return "\n".join(lines)
+
+
+def page_markdown(page: ResultsPage, repo: Path = REPO, revision: str | None = None,
+                  today: str | None = None) -> str:
+    """The page's text: every table whose sweep exists, a "not generated yet" line for every one that does not."""
+    revision = revision or commit(repo)
+    today = today or datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    parts = [f"# {page.title}", "",
+             f"Generated by `make docs` from the sweep folders `{page.command}` writes; do not edit by hand. "
+             "Each difference is the variant minus the reference, paired by seed, with its 95 % paired t interval "
+             "(`experiment.stats`); a difference is beyond seed noise only when its interval excludes 0.", ""]
+    for table in page.tables:
+        parts += [f"## {table.title}", ""]
+        results = load_results(repo / table.folder)
+        done = None if results is None else results[results["status"] == "done"]
+        if done is None or done.empty:
+            parts += [f"not generated yet: run `{page.command}` (it writes `{table.folder}/`), then `make docs`.", ""]
+            continue
+        parts += [f"Sweep `{table.folder}/`, produced by `{page.command}`; commit {revision}; generated {today}; "
+                  f"{len(done)} finished runs of {len(results)}.", "", table_markdown(table, results), ""]
+    return "\n".join(parts)
+
+
+def write_pages(repo: Path = REPO, out: Path | None = None) -> list[Path]:
+    """Write every page into `out` (default docs/results/); returns the paths written."""
+    out = out or repo / "docs" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for page in pages():
+        path = out / f"{page.name}.md"
+        write_text_atomic(path, page_markdown(page, repo))
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m probegen_nb.app.docs", description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose runs/ to read")
+    parser.add_argument("--out", type=Path, help="folder to write (default: <repo>/docs/results)")
+    args = parser.parse_args(argv)
+    for path in write_pages(args.repo, args.out):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

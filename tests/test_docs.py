@@ -1,0 +1,97 @@
+"""The docs: README is a front door (short, its links resolve), and `make docs` writes each results page from its
+sweep folder: the numbers are results.csv's, the interval is the paired t interval, and a sweep not run yet gives a
+page that says which command makes it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from probegen_nb.app.docs import ResultsPage, SweepTable, page_markdown, pages, write_pages
+from probegen_nb.core.zoo import Zoo
+from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.stats import paired_t_interval
+from probegen_nb.experiment.sweep import Sweep, grid, load_results, run_sweep
+from probegen_nb.probes.coords import ProbeGenConfig, UniformConfig
+
+REPO = Path(__file__).resolve().parents[1]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")  # [text](target)
+
+
+def test_readme_is_a_front_door() -> None:
+    text = (REPO / "README.md").read_text()
+    assert len(text) < 12_000, len(text)
+    for needed in ("make test", "make demo", "make docs", "import probegen_nb as pg", "docs/results/"):
+        assert needed in text, needed
+
+
+def relative_links(path: Path) -> list[str]:
+    """Every link in a markdown file that points into the checkout (no scheme, no pure #anchor), anchor removed."""
+    targets = [t.split("#")[0] for t in LINK.findall(path.read_text())]
+    return [t for t in targets if t and not re.match(r"[a-z]+:", t)]
+
+
+def test_every_relative_link_resolves() -> None:
+    files = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    assert len(files) > 5  # the docs exist, so the check below is not vacuous
+    broken = [f"{f.relative_to(REPO)} → {t}" for f in files for t in relative_links(f)
+              if not (f.parent / t).exists()]
+    assert not broken, broken
+    assert sum(len(relative_links(f)) for f in files) > 5
+
+
+def test_the_link_check_sees_a_broken_link(tmp_path: Path) -> None:
+    page = tmp_path / "p.md"
+    page.write_text("[ok](p.md) [gone](nope.md#x) [web](https://example.org) [anchor](#top)")
+    assert relative_links(page) == ["p.md", "nope.md"]
+    assert [t for t in relative_links(page) if not (tmp_path / t).exists()] == ["nope.md"]
+
+
+def test_every_page_names_the_make_target_that_writes_it() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    for page in pages():
+        assert re.search(rf"^{page.command.removeprefix('make ')}:", makefile, re.M), page.command
+        assert page.tables and all(t.folder.startswith("runs/") for t in page.tables)
+
+
+def test_a_missing_sweep_says_which_command_makes_it(tmp_path: Path) -> None:
+    page = ResultsPage("x", "X", "make seeds", (SweepTable("T", "runs/none", "test_accuracy"),))
+    text = page_markdown(page, tmp_path, revision="abc1234", today="2026-01-01")
+    assert "not generated yet: run `make seeds`" in text and "|" not in text
+    written = write_pages(tmp_path, tmp_path / "out")
+    assert {p.name for p in written} == {f"{p.name}.md" for p in pages()}
+    assert all("not generated yet" in p.read_text() for p in written)
+
+
+def test_a_sweep_becomes_its_table(class_shift_zoo: Zoo, tmp_path: Path) -> None:
+    base = RunConfig(n_probes=4, epochs=1, hidden=16, n_hidden=1, lr=3e-3, device="cpu")
+    runs = grid(base, {"probegen": {"probes": ProbeGenConfig()}, "uniform": {"probes": UniformConfig()}}, [0, 1, 2])
+    run_sweep(Sweep("tiny", runs, tmp_path / "runs" / "tiny"), zoo=class_shift_zoo, progress=False)
+    page = ResultsPage("tiny", "Tiny", "make seeds", (SweepTable("Tiny sweep", "runs/tiny", "test_accuracy"),))
+    text = page_markdown(page, tmp_path, revision="abc1234", today="2026-01-01")
+    assert "produced by `make seeds`; commit abc1234; generated 2026-01-01; 6 finished runs of 6" in text
+    results = load_results(tmp_path / "runs" / "tiny")
+    assert isinstance(results, pd.DataFrame)
+    acc = {v: g.set_index("seed")["test_accuracy"] for v, g in results.groupby("variant")}
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    for variant, by_seed in acc.items():
+        assert f"{by_seed.mean():.4f} ± {by_seed.std(ddof=1):.4f}" in rows[variant]
+    diffs = (acc["uniform"] - acc["probegen"]).to_numpy()
+    low, high = paired_t_interval(diffs)
+    assert f"{diffs.mean():+.4f} [{low:+.4f}, {high:+.4f}]" in rows["uniform"]
+    assert "reference" in rows["probegen"]
+
+
+def test_make_docs_leaves_the_committed_pages_as_they_are(tmp_path: Path) -> None:
+    """The committed docs/results pages are what `make docs` writes on this checkout (no sweeps: every table says
+    how to make it); a hand edit, or a page the generator no longer writes, fails here."""
+    written = write_pages(REPO, tmp_path)
+    committed = sorted(p.name for p in (REPO / "docs" / "results").glob("*.md"))
+    assert committed == sorted(p.name for p in written)
+    if any((REPO / t.folder).exists() for page in pages() for t in page.tables):
+        pytest.skip("sweeps exist in this checkout: the pages carry their numbers and today's date")
+    for path in written:
+        assert path.read_text() == (REPO / "docs" / "results" / path.name).read_text(), path.name
