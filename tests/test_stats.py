@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from scipy import stats
 
 from probegen_nb.experiment.stats import compare_variants, format_comparison, paired_t_interval, verdict

@@ -58,7 +58,8 @@ def rows() -> list[tuple[str, str, str, str, str]]:
 def markdown() -> str:
     """The changed rows as a markdown table, and the counts."""
     found = rows()
-    lines = ["| file | variant / line | bootstrap (old) | paired t (new) | conclusion |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| file | variant / line | bootstrap (old) | paired t (new) | conclusion |",
+             "| --- | --- | --- | --- | --- |"]
     lines += [f"| {f} | {w.replace('|', '/')} | {o} | {n} | {c} |" for f, w, o, n, c in found if c]
     old_beyond = sum(1 for _, _, o, n, c in found if c.startswith("beyond") or (not c and _excludes(o)))
     kept = sum(1 for _, _, o, n, c in found if not c and _excludes(o))

@@ -8,7 +8,6 @@ error, so the docs build on a fresh clone. Results are read only through `experi
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -105,8 +104,8 @@ def page_markdown(page: ResultsPage, repo: Path = REPO, revision: str | None = N
     for table in page.tables:
         parts += [f"## {table.title}", ""]
         results = load_results(repo / table.folder)
-        done = None if results is None else results[results["status"] == "done"]
-        if done is None or done.empty:
+        done = pd.DataFrame() if results is None else results[results["status"] == "done"]
+        if results is None or done.empty:
             parts += [f"not generated yet: run `{page.command}` (it writes `{table.folder}/`), then `make docs`.", ""]
             continue
         parts += [f"Sweep `{table.folder}/`, produced by `{page.command}`; commit {revision}; generated {today}; "
@@ -124,16 +123,3 @@ def write_pages(repo: Path = REPO, out: Path | None = None) -> list[Path]:
         write_text_atomic(path, page_markdown(page, repo))
         written.append(path)
     return written
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m probegen_nb.app.docs", description=__doc__.splitlines()[0])
-    parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose runs/ to read")
-    parser.add_argument("--out", type=Path, help="folder to write (default: <repo>/docs/results)")
-    args = parser.parse_args(argv)
-    for path in write_pages(args.repo, args.out):
-        print(f"wrote {path}")
-
-
-if __name__ == "__main__":
-    main()
