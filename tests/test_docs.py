@@ -95,3 +95,12 @@ def test_make_docs_leaves_the_committed_pages_as_they_are(tmp_path: Path) -> Non
         pytest.skip("sweeps exist in this checkout: the pages carry their numbers and today's date")
     for path in written:
         assert path.read_text() == (REPO / "docs" / "results" / path.name).read_text(), path.name
+
+
+def test_a_sweep_whose_runs_all_failed_is_not_a_table(tmp_path: Path) -> None:
+    folder = tmp_path / "runs" / "failed"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"run_id": ["a", "b"], "variant": ["probegen", "uniform"], "seed": [0, 0],
+                  "status": ["failed", "failed"], "error": ["NaN loss", "NaN loss"]}).to_csv(folder / "results.csv")
+    page = ResultsPage("f", "F", "make seeds", (SweepTable("T", "runs/failed", "test_accuracy"),))
+    assert "not generated yet: run `make seeds`" in page_markdown(page, tmp_path, revision="x", today="y")
