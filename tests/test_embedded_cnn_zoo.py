@@ -38,13 +38,13 @@ def test_the_public_recipe(zoo) -> None:
     assert recipe["n_eval"] is None and recipe["checkpoint_epochs"] == []  # labels on every test image
     assert meta["build"]["dataset"] == "cifar10-gs" and meta["build"]["data"]["n_test"] == 10000
     assert all(a["padding"] == [0, 0, 0] for a in meta["archs"])
-    assert meta["weights_dtype"] == "float24"  # float16 moved labels by up to 0.27 points (README)
+    assert meta["weights_dtype"] == "float24"  # float16 moved labels by up to 0.27 points (docs/zoos.md)
     assert "/work" not in text and "/home" not in text and "/tmp" not in text  # no machine paths
     assert np.allclose(zoo.table["epoch"], recipe["epochs"])
 
 
 def test_the_label_spread_readme_reports(zoo) -> None:
-    """README's accuracy distribution is this file's (median, IQR, max), and it is a zoo to rank."""
+    """docs/zoos.md's accuracy distribution is this file's (median, IQR, max), and it is a zoo to rank."""
     acc = zoo.table["test_acc"]
     assert acc.median() == pytest.approx(0.198, abs=5e-4) and acc.max() == pytest.approx(0.408, abs=5e-4)
     assert acc.quantile(0.75) - acc.quantile(0.25) == pytest.approx(0.142, abs=5e-4)
@@ -52,8 +52,8 @@ def test_the_label_spread_readme_reports(zoo) -> None:
 
 
 def test_the_weight_std_readme_reports_against_the_public_zoo(zoo) -> None:
-    """Per-layer std of the train split over the public zoo's: README's ratios. They are below 1 because 4 epochs
-    at 512 images a step are 39-391 steps, where the public zoo's 86 epochs are 20x more (README explains)."""
+    """Per-layer std of the train split over the public zoo's: docs/zoos.md's ratios. They are below 1 because 4 epochs
+    at 512 images a step are 39-391 steps, where the public zoo's 86 epochs are 20x more (docs/zoos.md explains)."""
     ours, public = layer_weight_std(zoo, "train"), public_layer_weight_std(PUBLIC_STATS)
     ratios = [a / b for a, b in zip(ours, public)]
     assert ratios == pytest.approx([0.478, 0.647, 0.420, 0.410], abs=1e-3)

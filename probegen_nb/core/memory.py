@@ -1,4 +1,4 @@
-"""Peak memory of a block of work on one device: where README's "how large a zoo fits" figures come from.
+"""Peak memory of a block of work on one device: where the memory figures of docs/performance.md come from.
 
 - CUDA: `torch.cuda.max_memory_allocated` after `reset_peak_memory_stats` (the caching allocator's own count).
 - CPU (Linux): the growth of the process's peak resident set (VmHWM in /proc/self/status) over the block, after

@@ -60,7 +60,7 @@ def to_float24(x: torch.Tensor) -> torch.Tensor:
     """float32 [*S] rounded to nearest at its top 24 bits (sign, float32's 8 exponent bits, 15 of its 23 mantissa
     bits: relative error ≤ 2⁻¹⁶), as uint8 [*S, 3], low byte first. safetensors and torch have no 24-bit float, so
     this is written by hand: three quarters of float32's bytes, 32× float16's precision (what the committed CNN zoo
-    needs to keep its labels and answers within 1e-3; README, "Building CNN zoos")."""
+    needs to keep its labels and answers within 1e-3; docs/zoos.md, "Building CNN zoos")."""
     bits = x.detach().cpu().float().contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
     top = (bits + 0x80) >> 8  # round half away from zero on the magnitude; a carry moves into the exponent
     return torch.stack([(top >> shift) & 0xFF for shift in (0, 8, 16)], dim=-1).to(torch.uint8)

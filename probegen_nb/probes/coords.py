@@ -76,8 +76,8 @@ class ProbeGenConfig:
     `init_spread`: None keeps PyTorch's default init, whose probes start near the centre (std ≈ 0.34 per coordinate on
     the INR square; they move little under the protocol); a number rescales the initial probes about the origin so
     their std per coordinate, averaged over coordinates, is that (uniform on [-1, 1]² has 0.58). Measured on the INR
-    zoos (README): 0.45 and 0.58 help on Fashion-MNIST, whose objects fill the frame, and cost on MNIST, whose digits
-    sit in the middle."""
+    zoos (docs/history/inr-results.md): 0.45 and 0.58 help on Fashion-MNIST, whose objects fill the frame, and cost on
+    MNIST, whose digits sit in the middle."""
 
     kind: ClassVar[str] = "probegen"
     inputs: ClassVar[str] = "coordinates"  # the zoos it fits: models taking coordinates
