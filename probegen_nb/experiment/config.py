@@ -77,6 +77,11 @@ class RunConfig:
         return cls(**d)
 
 
+def config_from_v0(d: dict[str, Any]) -> RunConfig:
+    """A RunConfig from a config.json written before `schema_version` (see `experiment.run_folder`)."""
+    return RunConfig.from_dict(d)
+
+
 def check_ranges(config: Any, at_least: dict[str, int] = {}, non_negative: tuple[str, ...] = (),  # noqa: B006
                  positive: tuple[str, ...] = ()) -> None:
     """One clear error for the first field out of range (a field left at None is not checked): a run with no probes,

@@ -12,8 +12,6 @@ no checkpoints (see `probegen_nb.baselines.trees`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -33,10 +31,10 @@ from probegen_nb.baselines.trees import StatNNTrees, fit_trees
 from probegen_nb.baselines.weight_mlp import WeightMLPConfig
 from probegen_nb.core.allocator import tune_cpu_allocator
 from probegen_nb.core.device import describe_device, resolve_device, seed_everything
-from probegen_nb.core.jobs import save_tensors_atomic, write_json_atomic
 from probegen_nb.core.threads import ThreadGovernor
 from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.core.zoo_io import load_zoo, resolve_zoo_dir
+from probegen_nb.experiment import run_folder as rf
 from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.evaluate import metric, metric_name, predict, predict_from, represent_all
 from probegen_nb.methods.probing import ProbingModel, flops_per_model
@@ -151,7 +149,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        start_run_folder(out, config)
+        rf.start_run(out, config)
     name = metric_name(zoo)
     history: list[dict[str, Any]] = []
     snapshots = [model.probes().detach().cpu()] if isinstance(model, ProbingModel) else []
@@ -190,7 +188,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
             best = {"val": record[f"val_{name}"], "epoch": epoch, "test": record[f"test_{name}"],
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         if out is not None:
-            save_tensors_atomic(out / "last.safetensors", model.state_dict())
+            rf.save_last(out, model.state_dict())
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record[f'val_{name}']:.3f}")
     seconds = time.perf_counter() - t0
     if best["state"] is not None:  # model selection: the run's model is its best-validation checkpoint
@@ -214,7 +212,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
         "n_params": sum(p.numel() for p in model.parameters()),  # everything trained: probes or encoder + predictor
         "threads": threads.finish(),  # the intra-op threads used and why (see core.threads.ThreadGovernor)
         "device": describe_device(dev),
-        "config_sha256": config_digest(config),  # the completion record names the config it completes
+        "config_sha256": rf.config_digest(config),  # the completion record names the config it completes
     }
     if out is not None:
         _write_run_folder(out, model, best["state"], snapshots, splits["test"], metrics)
@@ -225,28 +223,6 @@ def checks_loss_each_step(device: torch.device) -> bool:
     """The CPU stops at the first non-finite loss; a GPU would wait at every step for the loss to reach the host, so
     it looks at the epoch's losses once, after the epoch, and names the same first bad step."""
     return device.type == "cpu"
-
-
-# What a run writes besides config.json; metrics.json, written last, is the record that the run finished
-RESULT_FILES = ("metrics.json", "best.safetensors", "probes.safetensors", "test_representations.safetensors",
-                "last.safetensors")
-
-
-def start_run_folder(out: Path, config: RunConfig) -> None:
-    """Start a run in `out`: an earlier run's results there are removed first (its completion record, metrics.json,
-    before anything else), so a run that is stopped part-way leaves a folder that reads as unfinished, never as the
-    old run under the new config."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in RESULT_FILES:
-        (out / name).unlink(missing_ok=True)
-    write_json_atomic(out / "config.json", config.to_dict())
-
-
-def config_digest(config: RunConfig) -> str:
-    """sha256 of what the run is (config.json without where the zoo lies and which device ran it, which a user may
-    edit when moving things): metrics.json names the config it completes."""
-    what = {k: v for k, v in config.to_dict().items() if k not in ("zoo_dir", "device")}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
 def non_finite_loss(loss: torch.Tensor, epoch: int, step: int, out: Path | None) -> NonFiniteLossError:
@@ -271,19 +247,17 @@ def _write_run_folder(out: Path, model: Model, best_state: dict[str, torch.Tenso
                       snapshots: list[torch.Tensor], test_zoo: AnyZoo, metrics: dict[str, Any]) -> None:
     """`model` holds the best-validation state: its probes and test representations are what the run reports."""
     if best_state is not None:
-        save_tensors_atomic(out / "best.safetensors", best_state)
+        rf.save_best(out, best_state)
     if isinstance(model, ProbingModel):
-        save_tensors_atomic(out / "probes.safetensors", {"probes": model.probes().detach(),
-                                                         "snapshots": torch.stack(snapshots)})
+        rf.save_probes(out, model.probes(), torch.stack(snapshots))
     if len(test_zoo):
         _write_test_representations(out, *predict(model, test_zoo), test_zoo)
-    write_json_atomic(out / "metrics.json", metrics)
+    rf.finish_run(out, metrics)
 
 
 def _write_test_representations(out: Path, outputs: torch.Tensor, reps: torch.Tensor, test_zoo: AnyZoo) -> None:
-    save_tensors_atomic(out / "test_representations.safetensors",
-                        {"representations": reps, "outputs": outputs, "labels": test_zoo.labels,
-                         "model_id": torch.tensor(test_zoo.table["model_id"].to_numpy())})
+    rf.save_test_representations(out, outputs, reps, test_zoo.labels,
+                                 torch.tensor(test_zoo.table["model_id"].to_numpy()))
 
 
 def _train_trees(config: RunConfig, zoo: AnyZoo, splits: dict[str, AnyZoo], train_zoo: AnyZoo,
@@ -297,7 +271,7 @@ def _train_trees(config: RunConfig, zoo: AnyZoo, splits: dict[str, AnyZoo], trai
     labels = {s: z.labels for s, z in splits.items()}  # on the CPU, beside the trees' outputs
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        start_run_folder(out, config)
+        rf.start_run(out, config)
     name = metric_name(zoo)
     t0 = time.perf_counter()
     trees = fit_trees(head, features["train"], labels["train"].numpy(), zoo.task.n_classes, config.seed)
@@ -333,12 +307,12 @@ def _train_trees(config: RunConfig, zoo: AnyZoo, splits: dict[str, AnyZoo], trai
         "n_params": trees.n_nodes(),
         "threads": threads.finish(),
         "device": describe_device(torch.device("cpu")),  # scikit-learn's trees run on the CPU
-        "config_sha256": config_digest(config),
+        "config_sha256": rf.config_digest(config),
     }
     if out is not None:
         test = splits["test"]
         if len(test):
             _write_test_representations(out, trees.predict(features["test"]), torch.from_numpy(features["test"]),
                                         test)
-        write_json_atomic(out / "metrics.json", metrics)
+        rf.finish_run(out, metrics)
     return RunResult(config, trees, metrics, out)
