@@ -16,7 +16,7 @@ import probegen_nb.experiment.sweep as sweep_mod
 from probegen_nb.baselines.statnn import StatNNConfig
 from probegen_nb.core.zoo_io import load_zoo
 from probegen_nb.experiment import run_folder as rf
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.runs import find_runs, load_run
 from probegen_nb.experiment.sweep import Sweep, grid, run_sweep
 from probegen_nb.probes.coords import ProbeGenConfig
@@ -29,9 +29,10 @@ NUMBERS = ["best_val_accuracy", "test_accuracy", "last_test_accuracy", "best_epo
 
 def v0_grid() -> list[sweep_mod.SweepRun]:
     """The fixture's grid (tests/fixtures/make_sweep_v0.py), written in today's config."""
-    base = RunConfig(zoo_dir="zoo", n_probes=4, epochs=2, hidden=8, n_hidden=1, lr=3e-3, batch_size=8, device="cpu")
+    base = RunConfig(zoo_dir="zoo", epochs=2, hidden=8, n_hidden=1, lr=3e-3, batch_size=8, device="cpu",
+                     method=ProbingConfig(n_probes=4))
     return grid(base, {"probegen": {"probes": ProbeGenConfig(latent_dim=4, width=4)},
-                       "statnn": {"baseline": StatNNConfig(head="gbt", n_trees=5)}}, seeds=[0, 1])
+                       "statnn": StatNNConfig(head="gbt", n_trees=5)}, seeds=[0, 1])
 
 
 @pytest.fixture

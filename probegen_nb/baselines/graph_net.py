@@ -38,6 +38,11 @@ class GraphNetConfig:
     n_layers: int = 4  # message-passing rounds (NG-GNN's num_layers), each with a residual and a layer norm
     std_floor: float = 1e-5  # a tensor's std below this counts as 1 (as in the NFN baseline)
 
+    @property
+    def label(self) -> str:
+        """What a progress bar calls a run of it."""
+        return self.kind
+
     def __post_init__(self) -> None:
         if self.node_dim < 1 or self.n_layers < 1:
             raise ValueError(f"GraphNetConfig needs node_dim >= 1 and n_layers >= 1, got {self.node_dim}, "

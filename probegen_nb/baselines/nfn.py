@@ -36,6 +36,11 @@ class NFNConfig:
     hidden_channels: tuple[int, ...] = (16, 16, 5)  # channels of each equivariant layer (`hchannels: [16, 16, 5]`)
     std_floor: float = 1e-5  # a tensor's std below this counts as 1 (the paper's `NormalizingModule.set_stats`)
 
+    @property
+    def label(self) -> str:
+        """What a progress bar calls a run of it."""
+        return f"{self.kind} {self.mode}"
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_channels", tuple(int(c) for c in self.hidden_channels))
         if self.mode not in ("np", "hnp"):

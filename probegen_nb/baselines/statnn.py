@@ -45,6 +45,11 @@ class StatNNConfig:
         """Whether this head trains outside the torch loop (scikit-learn's trees)."""
         return self.head == "gbt"
 
+    @property
+    def label(self) -> str:
+        """What a progress bar calls a run of it."""
+        return f"{self.kind} {self.head}"
+
     def build(self, train_zoo: AnyZoo, d_out: int, hidden: int, n_hidden: int,
               generator: torch.Generator) -> StatNN:
         """The MLP head, its feature standardisation fitted on `train_zoo` (the run's train models)."""

@@ -30,6 +30,11 @@ class WeightMLPConfig:
     augment: bool = False  # DWSNets' "MLP + aug" row (Table 1): a random hidden-neuron permutation per model per step
     std_floor: float = 1e-5  # a per-parameter std below this counts as 1 (NFN's normalisation, Zhou et al. 2023)
 
+    @property
+    def label(self) -> str:
+        """What a progress bar calls a run of it."""
+        return f"{self.kind}{' +aug' * self.augment}"
+
     def build(self, train_zoo: AnyZoo, d_out: int, hidden: int, n_hidden: int,
               generator: torch.Generator) -> WeightMLP:
         """The MLP, its normalisation fitted on `train_zoo`; permutations drawn from a stream seeded by `generator`."""

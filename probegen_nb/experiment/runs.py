@@ -17,7 +17,7 @@ import torch
 from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.core.zoo_io import load_zoo, resolve_zoo_dir
 from probegen_nb.experiment import run_folder as rf
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.run_folder import PROBE_RUN_FILES, is_probe_run_folder, is_run_folder
 from probegen_nb.experiment.train import build_model
 from probegen_nb.methods.probing import ProbingModel
@@ -67,8 +67,8 @@ def load_run(folder: str | Path, zoo: AnyZoo | None = None, device: str | torch.
     as `resolve_zoo_dir` says."""
     folder = Path(folder)
     config = rf.read_config(folder) if (folder / rf.CONFIG_FILE).is_file() else None
-    if config is not None and config.baseline is not None:
-        raise ValueError(f"{folder}: a {config.baseline.kind} baseline run; load_run reads probing runs (a baseline "
+    if config is not None and not isinstance(config.method, ProbingConfig):
+        raise ValueError(f"{folder}: a {config.method.kind} baseline run; load_run reads probing runs (a baseline "
                          f"run's results are its metrics.json and test_representations.safetensors)")
     missing = [f for f in PROBE_RUN_FILES if not (folder / f).is_file()]
     if missing or config is None:

@@ -23,18 +23,19 @@ import os
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
+from probegen_nb.baselines.registry import BASELINE_CONFIGS
 from probegen_nb.core.engine import EngineConfig, TaskError, map_tasks
 from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.core.zoo_io import load_zoo, resolve_zoo_dir, zoo_fingerprint
 from probegen_nb.experiment import run_folder as rf
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.config import MethodConfig, ProbingConfig, RunConfig
 from probegen_nb.experiment.run_folder import FAILED_FILE, RESULTS_FILE, ZOO_FILE, is_run_folder, run_id
 from probegen_nb.experiment.train import train
 from probegen_nb.probes.registry import ProbeConfig
@@ -85,33 +86,40 @@ class Sweep:
         return rf.read_metrics(folder)
 
 
-Variant = Mapping[str, Any] | ProbeConfig  # RunConfig field overrides, or just a probe config
+Variant = Mapping[str, Any] | ProbeConfig | MethodConfig  # RunConfig overrides, or a method or probe config
 
 
 def grid(base: RunConfig, variants: Mapping[str, Variant] | Sequence[Variant], seeds: Sequence[int]
          ) -> list[SweepRun]:
     """Every variant × every seed, seed by seed (so an interrupted sweep has whole seeds to compare).
 
-    `variants` maps a name to `RunConfig` field overrides, e.g. `{"probegen": {"probes": ProbeGenConfig()},
-    "q16": {"n_probes": 16}}` (a probe config alone stands for `{"probes": it}`); in a list, probe configs are
-    named by kind, overrides by their values."""
+    `variants` maps a name to overrides (`RunConfig.override`), e.g. `{"probegen": {"probes": ProbeGenConfig()},
+    "q16": {"n_probes": 16}, "trees": {"baseline": StatNNConfig()}}` (a probe config alone stands for
+    `{"probes": it}`, a method config for `{"method": it}`); in a list, configs are named by kind, overrides by
+    their values."""
     if isinstance(variants, Mapping):
         named = dict(variants)
     else:
         named = {_variant_name(v): v for v in variants}
         if len(named) < len(variants):
             raise ValueError(f"variants with the same name: {[_variant_name(v) for v in variants]}; pass a dict")
-    known = {f.name for f in fields(RunConfig)} - {"seed"}
-    overrides: dict[str, Mapping[str, Any]] = {}
+    configs: dict[str, RunConfig] = {}
     for name, v in named.items():
-        overrides[name] = v if isinstance(v, Mapping) else {"probes": v}
-        unknown = sorted(set(overrides[name]) - known)
-        if unknown:
-            raise ValueError(f"variant {name!r} overrides {unknown}: not RunConfig fields other than seed "
-                             f"(seeds come from `seeds`); known: {sorted(known)}")
+        overrides = v if isinstance(v, Mapping) else _method_override(v)
+        if "seed" in overrides:
+            raise ValueError(f"variant {name!r} overrides seed (seeds come from `seeds`)")
+        try:
+            configs[name] = base.override(overrides)
+        except ValueError as e:
+            raise ValueError(f"variant {name!r}: {e}") from e
     if not seeds:
         raise ValueError("grid: no seeds")
-    return [SweepRun(name, replace(base, **o, seed=int(seed))) for seed in seeds for name, o in overrides.items()]
+    return [SweepRun(name, replace(c, seed=int(seed))) for seed in seeds for name, c in configs.items()]
+
+
+def _method_override(v: ProbeConfig | MethodConfig) -> dict[str, Any]:
+    """A config given alone as a variant: a method (probing or a baseline), or a probe source."""
+    return {"method": v} if isinstance(v, (ProbingConfig, *BASELINE_CONFIGS.values())) else {"probes": v}
 
 
 def _variant_name(v: Variant) -> str:
@@ -124,8 +132,6 @@ def summarize_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The numbers of a `metrics.json` that go into `results.csv`: best-val metric, test metric at that epoch,
     last-step test metric, best epoch, FLOPs per model, trained parameters, train seconds."""
     name = metrics["metric"]
-    if "n_params" not in metrics:  # a probing run written before runs recorded it: probes + predictor is all of it
-        metrics = {**metrics, "n_params": metrics["probe_params"] + metrics["predictor_params"]}
     keys = (f"best_val_{name}", f"test_{name}", f"last_test_{name}", *SUMMARY_KEYS)
     return {k: metrics[k] for k in keys}
 

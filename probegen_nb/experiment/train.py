@@ -25,17 +25,15 @@ from tqdm.auto import tqdm
 
 from probegen_nb.baselines.base import Baseline, rows_params, shared_param_shapes
 from probegen_nb.baselines.base import flops_per_model as baseline_flops_per_model
-from probegen_nb.baselines.nfn import NFNConfig
 from probegen_nb.baselines.statnn import StatNNConfig, layer_statistics, zoo_statistics
 from probegen_nb.baselines.trees import StatNNTrees, fit_trees
-from probegen_nb.baselines.weight_mlp import WeightMLPConfig
 from probegen_nb.core.allocator import tune_cpu_allocator
 from probegen_nb.core.device import describe_device, resolve_device, seed_everything
 from probegen_nb.core.threads import ThreadGovernor
 from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.core.zoo_io import load_zoo, resolve_zoo_dir
 from probegen_nb.experiment import run_folder as rf
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.evaluate import metric, metric_name, predict, predict_from, represent_all
 from probegen_nb.methods.probing import ProbingModel, flops_per_model
 from probegen_nb.probes.base import ProbeSource
@@ -67,8 +65,9 @@ def make_optimizer(config: RunConfig, model: Model,
     """Adam at `config.lr` on the probe source and the predictor (each with its own weight decay; a baseline's
     parameters with the predictor's), cosine-annealed to 0 over all `total_steps` (the paper's protocol)."""
     if isinstance(model, ProbingModel):
+        assert isinstance(config.method, ProbingConfig)
         groups: list[dict[str, Any]] = [
-            {"params": list(model.probes.parameters()), "weight_decay": config.generator_weight_decay},
+            {"params": list(model.probes.parameters()), "weight_decay": config.method.generator_weight_decay},
             {"params": list(model.predictor.parameters()), "weight_decay": config.weight_decay}]
     else:
         groups = [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
@@ -97,19 +96,20 @@ def build_model(config: RunConfig, zoo: AnyZoo, generator: torch.Generator,
     """The run's model for this zoo: the probing model (probe shapes are checked against the architecture here,
     before training), or the config's baseline with its input normalisation fitted on the run's train models."""
     d_out = zoo.task.n_classes if zoo.task.n_classes is not None else 1  # classes, or 1 regressed scalar
-    if config.baseline is not None:
+    method = config.method
+    if not isinstance(method, ProbingConfig):
         if probes is not None:
-            raise ValueError(f"probes= is for probing runs; this config trains the {config.baseline.kind} baseline")
-        if isinstance(config.baseline, StatNNConfig) and config.baseline.fits_trees:
+            raise ValueError(f"probes= is for probing runs; this config trains the {method.kind} baseline")
+        if isinstance(method, StatNNConfig) and method.fits_trees:
             raise ValueError("StatNNConfig(head='gbt') fits scikit-learn trees: train() runs it, build_model cannot")
         with torch.random.fork_rng():
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-            return config.baseline.build(train_models(config, zoo.split("train")), d_out, config.hidden,
+            return method.build(train_models(config, zoo.split("train")), d_out, config.hidden,
                                          config.n_hidden, generator)
     spec = zoo.specs[0]
     if probes is None:
-        check_fits(config.probes, spec.input_shape)
-    source = probes if probes is not None else config.probes.build(config.n_probes, spec.input_shape, generator)
+        check_fits(method.probes, spec.input_shape)
+    source = probes if probes is not None else method.probes.build(method.n_probes, spec.input_shape, generator)
     with torch.random.fork_rng():
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
         return ProbingModel(zoo.specs, source, spec.out_dim, d_out, config.hidden, config.n_hidden)
@@ -132,7 +132,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
     splits = {"train": train_zoo, "val": zoo.split("val"), "test": zoo.split("test")}
     if len(train_zoo) == 0:
         raise ValueError(f"zoo {config.zoo_dir}: the train split is empty")
-    if isinstance(config.baseline, StatNNConfig) and config.baseline.fits_trees:
+    if isinstance(config.method, StatNNConfig) and config.method.fits_trees:
         if probes is not None:
             raise ValueError("probes= is for probing runs; this config fits StatNN's trees")
         return _train_trees(config, zoo, splits, train_zoo, out_dir, threads)
@@ -156,7 +156,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
     best: dict[str, Any] = {"val": -math.inf, "epoch": -1, "state": None}
     t0, n_steps = time.perf_counter(), 0
     check_each_step = checks_loss_each_step(dev)
-    bar = tqdm(range(config.epochs), desc=run_label(config), disable=not progress)
+    bar = tqdm(range(config.epochs), desc=config.method.label, disable=not progress)
     for epoch in bar:
         order = torch.randperm(len(train_zoo), generator=gen).to(dev)
         losses = []
@@ -231,18 +231,6 @@ def non_finite_loss(loss: torch.Tensor, epoch: int, step: int, out: Path | None)
     return NonFiniteLossError(f"loss became {loss.detach().item()} at epoch {epoch}, step {step}{where}")
 
 
-def run_label(config: RunConfig) -> str:
-    """What a progress bar calls the run: the probe source and Q, or the baseline and its variant."""
-    b = config.baseline
-    if b is None:
-        return f"{config.probes.kind} Q={config.n_probes}"
-    if isinstance(b, StatNNConfig):
-        return f"{b.kind} {b.head}"
-    if isinstance(b, NFNConfig):
-        return f"{b.kind} {b.mode}"
-    return f"{b.kind}{' +aug' * b.augment}" if isinstance(b, WeightMLPConfig) else b.kind
-
-
 def _write_run_folder(out: Path, model: Model, best_state: dict[str, torch.Tensor] | None,
                       snapshots: list[torch.Tensor], test_zoo: AnyZoo, metrics: dict[str, Any]) -> None:
     """`model` holds the best-validation state: its probes and test representations are what the run reports."""
@@ -264,7 +252,7 @@ def _train_trees(config: RunConfig, zoo: AnyZoo, splits: dict[str, AnyZoo], trai
                  out_dir: str | Path | None, threads: ThreadGovernor) -> RunResult:
     """StatNN's trees as a `train()` run: the same splits, seed and metrics, boosting stages for epochs (fit once,
     evaluated after every stage, the best-validation stage count kept), the same run folder less the checkpoints."""
-    head = config.baseline
+    head = config.method
     assert isinstance(head, StatNNConfig)
     names = tuple(shared_param_shapes(zoo))
     features = {s: zoo_statistics(z, names).cpu().numpy() for s, z in splits.items()}  # [M_s, 7·T] each
