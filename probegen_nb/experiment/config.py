@@ -13,14 +13,20 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
+import torch
+
 from probegen_nb.baselines.registry import (
     BASELINE_CONFIGS,
     BaselineConfig,
     baseline_config_from_dict,
     baseline_config_to_dict,
 )
+from probegen_nb.core.zoo import AnyZoo
+from probegen_nb.methods.learner import init_from
+from probegen_nb.methods.probing import ProbingModel
+from probegen_nb.probes.base import ProbeSource
 from probegen_nb.probes.coords import ProbeGenConfig
-from probegen_nb.probes.registry import ProbeConfig, probe_config_from_dict, probe_config_to_dict
+from probegen_nb.probes.registry import ProbeConfig, check_fits, probe_config_from_dict, probe_config_to_dict
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,27 @@ class ProbingConfig:
         return {"kind": self.kind, "probes": probe_config_to_dict(self.probes), "n_probes": self.n_probes,
                 "generator_weight_decay": self.generator_weight_decay}
 
+    def build(self, train_zoo: AnyZoo, d_out: int, hidden: int, n_hidden: int, generator: torch.Generator,
+              probes: ProbeSource | None = None) -> ProbingModel:
+        """The probing model for the zoo's architectures: probes sampled from `generator` (or the `probes` given,
+        e.g. a trained run's), their shapes checked against the architecture here, before training."""
+        spec = train_zoo.specs[0]
+        if probes is None:
+            check_fits(self.probes, spec.input_shape)
+        source = probes if probes is not None else self.probes.build(self.n_probes, spec.input_shape, generator)
+        with init_from(generator):  # the predictor's init: one draw of the run's generator
+            return ProbingModel(train_zoo.specs, source, spec.out_dim, d_out, hidden, n_hidden,
+                                self.generator_weight_decay)
+
 
 MethodConfig = ProbingConfig | BaselineConfig
+
+
+def probing(method: MethodConfig) -> ProbingConfig:
+    """`method` as probing; one clear error where a probe source is given to a baseline run."""
+    if not isinstance(method, ProbingConfig):
+        raise ValueError(f"probes= is for probing runs; this config trains the {method.kind} baseline")
+    return method
 PROBING_KEYS = ("probes", "n_probes", "generator_weight_decay")  # overrides that reach into a ProbingConfig
 
 
