@@ -93,6 +93,16 @@ def test_a_migrated_probing_run_loads_back(old_sweep: Path) -> None:
     assert loaded.config.seed == 1 and loaded.snapshots.shape[0] == loaded.config.epochs + 1
 
 
+def test_a_v0_run_folder_outside_a_sweep_loads_as_it_is(old_sweep: Path) -> None:
+    """A run folder of the previous code that no sweep migrates (e.g. a notebook's) reads back unchanged."""
+    v0 = json.loads((old_sweep / rf.SWEEP_FILE).read_text())["runs"]
+    probing = next(r for r in v0 if r["variant"] == "probegen")
+    loaded = load_run(old_sweep / probing["run_id"], zoo=load_zoo(old_sweep.parent / "zoo"))
+    assert isinstance(loaded.config.method, ProbingConfig) and loaded.config.method.n_probes == 4
+    assert loaded.metrics["test_accuracy"] == pd.read_csv(old_sweep / rf.RESULTS_FILE).set_index("run_id").loc[
+        probing["run_id"], "test_accuracy"]
+
+
 def test_find_runs_and_the_report_label_runs_alike(old_sweep: Path) -> None:
     """One label function: the explorer's run names and the report's are the same strings."""
     rf.migrate_sweep_folder(old_sweep)
@@ -103,3 +113,19 @@ def test_find_runs_and_the_report_label_runs_alike(old_sweep: Path) -> None:
     shutil.copytree(old_sweep, out / "nb")
     page = write_index(out, ["nb"]).read_text()
     assert all(f">{label}</a>" in page for label in labels.values())
+
+
+def test_v0_runs_that_differed_only_in_unused_fields_migrate_to_one(old_sweep: Path) -> None:
+    """v0 kept probe fields on baseline runs (unused): two such runs are one run today, listed once, no folder lost."""
+    sweep = json.loads((old_sweep / rf.SWEEP_FILE).read_text())
+    trees = next(r for r in sweep["runs"] if r["variant"] == "statnn")
+    twin = {"run_id": "000000000000", "variant": "statnn-q8", "config": {**trees["config"], "n_probes": 8}}
+    shutil.copytree(old_sweep / trees["run_id"], old_sweep / twin["run_id"])
+    config = json.loads((old_sweep / twin["run_id"] / rf.CONFIG_FILE).read_text())
+    (old_sweep / twin["run_id"] / rf.CONFIG_FILE).write_text(json.dumps({**config, "n_probes": 8}))
+    (old_sweep / rf.SWEEP_FILE).write_text(json.dumps({**sweep, "runs": [*sweep["runs"], twin]}))
+    renamed = rf.migrate_sweep_folder(old_sweep)
+    assert len(renamed) == 4 and twin["run_id"] not in renamed
+    listed = [r["run_id"] for r in json.loads((old_sweep / rf.SWEEP_FILE).read_text())["runs"]]
+    assert sorted(listed) == sorted(renamed.values()) and (old_sweep / twin["run_id"]).is_dir()
+    assert all(rf.is_run_folder(old_sweep / i) for i in listed)

@@ -275,6 +275,8 @@ def migrate_sweep_folder(folder: str | Path) -> dict[str, str]:
     for r in sweep.get("runs", []):
         config = config_from_v0(r["config"])
         new = run_id(config)
+        if new in renamed.values():  # differed only in fields v0 kept but never used: one run now; the other's
+            continue                 # folder stays as it was, unlisted
         renamed[r["run_id"]] = new
         runs.append({"run_id": new, "variant": r["variant"], "config": config.to_dict()})
         old_dir, new_dir = folder / r["run_id"], folder / new
