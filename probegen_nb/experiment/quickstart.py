@@ -12,8 +12,8 @@ from typing import Any
 import pandas as pd
 
 from probegen_nb.core.engine import EngineConfig
-from probegen_nb.core.jobs import write_json_atomic
 from probegen_nb.core.zoo import AnyZoo
+from probegen_nb.experiment import run_folder as rf
 from probegen_nb.experiment.claims import Claim, ClaimError, check_claims
 from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.stats import compare_variants
@@ -89,5 +89,5 @@ def run_seeds(base: RunConfig, seeds: Sequence[int], folder: str | Path, engine:
                "reference": REFERENCE, "fast": fast, "failed_runs": int((results["status"] != "done").sum()),
                "summary": {m: table.reset_index().to_dict(orient="records") for m, table in comparisons.items()},
                "claims": claims, "claim_failures": failures}
-    write_json_atomic(Path(folder) / "summary.json", summary)
+    rf.write_json(Path(folder) / rf.SUMMARY_FILE, summary)
     return SeedsReport(results, comparisons, claims, failures)

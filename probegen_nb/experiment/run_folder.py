@@ -11,9 +11,9 @@ A run folder (`train()`):
     zoo.sha256                         in a sweep: the fingerprint of the zoo files the run was trained on
     failed.json                        in a sweep: the error of a run that failed
 
-A sweep folder holds `sweep.json` (the grid, with `schema_version`), `results.csv` and one run folder per run, named
-by its run id. Folders written before `schema_version` existed (version 0) are migrated in place by
-`migrate_sweep_folder`, which `run_sweep` calls first, so they resume without retraining.
+A sweep folder holds `sweep.json` (the grid, with `schema_version`), `results.csv`, one run folder per run, named
+by its run id, and (`cli seeds`) `summary.json`. Folders written before `schema_version` existed (version 0) are
+migrated in place by `migrate_sweep_folder`, which `run_sweep` calls first, so they resume without retraining.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ ZOO_FILE = "zoo.sha256"
 FAILED_FILE = "failed.json"
 SWEEP_FILE = "sweep.json"
 RESULTS_FILE = "results.csv"
+SUMMARY_FILE = "summary.json"  # `cli seeds`: the seeds' comparison beside a sweep's results.csv
 
 # What a run writes besides config.json; metrics.json, written last, is the record that the run finished
 RESULT_FILES = (METRICS_FILE, BEST_FILE, PROBES_FILE, TEST_REPS_FILE, LAST_FILE)
