@@ -21,7 +21,7 @@ import torch
 
 from probegen_nb.core.device import describe_device, resolve_device
 from probegen_nb.core.zoo_io import load_zoo
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.train import train
 from probegen_nb.probes.coords import UniformConfig
 from probegen_nb.probes.dead_leaves import DeadLeavesConfig
@@ -44,8 +44,8 @@ def measure(zoo, config: RunConfig, rounds: int) -> dict:
     diff = max(abs(a[metric] - b[metric]) for a, b in zip(histories[True], histories[False], strict=True))
     per_step, once = statistics.median(seconds[False]), statistics.median(seconds[True])
     return {"per_step_seconds": per_step, "cached_seconds": once, "ratio": per_step / once,
-            "max_abs_metric_diff": diff, "metric": metric, "epochs": config.epochs, "n_probes": config.n_probes,
-            "probes": config.probes.kind}
+            "max_abs_metric_diff": diff, "metric": metric, "epochs": config.epochs, "n_probes": config.method.n_probes,
+            "probes": config.method.probes.kind}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -59,10 +59,11 @@ def main(argv: list[str] | None = None) -> dict:
     limit = 64 if args.smoke else None
     epochs, rounds = (1, 1) if args.smoke else (args.epochs, args.rounds)
     dev = resolve_device(args.device)
-    inr = measure(load_zoo(ZOO), RunConfig(probes=UniformConfig(), n_probes=8 if args.smoke else 128, epochs=epochs,
-                                            max_train_models=limit, device=str(dev)), rounds)
-    cnn = measure(load_zoo(CNN_ZOO), RunConfig(probes=DeadLeavesConfig(), n_probes=8 if args.smoke else 64,
-                                                epochs=epochs, max_train_models=limit, device=str(dev)), rounds)
+    inr = measure(load_zoo(ZOO), RunConfig(epochs=epochs, max_train_models=limit, device=str(dev),
+                                           method=ProbingConfig(UniformConfig(), 8 if args.smoke else 128)), rounds)
+    cnn_probing = ProbingConfig(DeadLeavesConfig(), 8 if args.smoke else 64)
+    cnn = measure(load_zoo(CNN_ZOO), RunConfig(epochs=epochs, max_train_models=limit, device=str(dev),
+                                               method=cnn_probing), rounds)
     result = {"inr": inr, "cnn": cnn, "device": describe_device(dev), "torch": torch.__version__,
               "smoke": args.smoke}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ from probegen_nb.core.device import describe_device, resolve_device, synchronize
 from probegen_nb.core.memory import peak_memory
 from probegen_nb.core.zoo import MixedZoo, Task, Zoo
 from probegen_nb.core.zoo_io import load_zoo
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.train import build_model, loss_fn
 from probegen_nb.methods.probing import ProbingModel, shares_forwards
 from probegen_nb.probes.coords import ProbeGenConfig
@@ -116,7 +116,7 @@ def as_modules(zoo: Zoo, device: torch.device) -> list[torch.nn.Module]:
 
 def measure(zoo: Zoo, batch: int, n_probes: int, steps: int, rounds: int, dev: torch.device,
             probes: ProbeConfig = ProbeGenConfig()) -> dict:
-    model = build_model(RunConfig(probes=probes, n_probes=n_probes), zoo, torch.Generator().manual_seed(0))
+    model = build_model(RunConfig(method=ProbingConfig(probes, n_probes)), zoo, torch.Generator().manual_seed(0))
     model = model.to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
     sub = zoo.subset(range(batch)).to(dev)
@@ -221,7 +221,7 @@ def measure_wild_park(n_archs: int, n_probes: int, steps: int, rounds: int, dev:
     same convolutions on the same weights, one activation per layer)."""
     specs = sample_wild_park_specs(n_archs, seed=0, in_channels=3, depths=depths)
     zoos = {"distinct": random_mixed_zoo(specs, 4, seed=0)}
-    model = build_model(RunConfig(probes=ConvProbeGenConfig(), n_probes=n_probes), zoos["distinct"],
+    model = build_model(RunConfig(method=ProbingConfig(ConvProbeGenConfig(), n_probes)), zoos["distinct"],
                         torch.Generator().manual_seed(0)).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
     flops = [forward_flops(s, model.probes().detach()) for s in specs]

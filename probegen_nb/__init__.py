@@ -4,7 +4,7 @@ The public API, one import away (`import probegen_nb as pg`), loaded on first us
 the command line's `--help` stay instant (torch is imported by the first name that needs it):
 
     zoo = pg.load_zoo("data/zoos/mnist-inr-small")                       # a zoo: stacked weights [M, ...] + a table
-    run = pg.train(pg.RunConfig(n_probes=64, epochs=5), zoo, out_dir="runs/api")   # one run of the paper's protocol
+    run = pg.train(pg.RunConfig(pg.ProbingConfig(n_probes=64), epochs=5), zoo, out_dir="runs/api")  # one run
     again = pg.load_run("runs/api")                                       # read back: config, metrics, model, probes
     sweep = pg.Sweep("q", pg.grid(pg.RunConfig(epochs=5), {"q64": {"n_probes": 64}, "q128": {}}, [0, 1, 2]), "runs/q")
     table = pg.compare_variants(pg.run_sweep(sweep), "test_accuracy", "q128")   # mean ± std, paired differences
@@ -20,7 +20,8 @@ _API = {
     "Zoo": "probegen_nb.core.zoo", "MixedZoo": "probegen_nb.core.zoo", "Task": "probegen_nb.core.zoo",
     "load_zoo": "probegen_nb.core.zoo_io", "save_zoo": "probegen_nb.core.zoo_io",
     # runs
-    "RunConfig": "probegen_nb.experiment.config", "train": "probegen_nb.experiment.train",
+    "RunConfig": "probegen_nb.experiment.config", "ProbingConfig": "probegen_nb.experiment.config",
+    "train": "probegen_nb.experiment.train",
     "load_run": "probegen_nb.experiment.runs", "protocol_epochs": "probegen_nb.experiment.protocol",
     # many runs
     "Sweep": "probegen_nb.experiment.sweep", "grid": "probegen_nb.experiment.sweep",

@@ -28,7 +28,7 @@ CNN_RECIPE: dict[str, Any] = {"epochs": 8.0, "batch_size": 512, "checkpoint_epoc
               "steps": None, "checkpoints": ()}  # zoos.cnn.CNNZooRecipe()'s defaults
 N_WORKERS = 2  # core.engine.N_WORKERS
 QUICKSTART = "00_quickstart"  # experiment.QUICKSTART
-QUICKSTART_PROTOCOL = {"n_probes": 128, "epochs": 30}  # RunConfig's defaults
+QUICKSTART_PROTOCOL = {"n_probes": 128, "epochs": 30}  # ProbingConfig's and RunConfig's defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,7 +264,7 @@ def build_inr_zoo_command(args: argparse.Namespace) -> None:
 def train_config(args: argparse.Namespace, zoo: AnyZoo) -> RunConfig:
     """`train`'s run config: the paper's protocol for the zoo's benchmark (its epochs: `protocol_epochs`) unless the
     options say otherwise."""
-    from probegen_nb.experiment.config import RunConfig
+    from probegen_nb.experiment.config import ProbingConfig, RunConfig
     from probegen_nb.experiment.protocol import protocol_epochs, protocol_probes
     from probegen_nb.probes.registry import PROBE_CONFIGS, check_fits
 
@@ -273,7 +273,7 @@ def train_config(args: argparse.Namespace, zoo: AnyZoo) -> RunConfig:
     probes = PROBE_CONFIGS[args.probes or kind]()
     check_fits(probes, zoo.specs[0].input_shape)
     n_probes = n_probes if args.n_probes is None else args.n_probes
-    return RunConfig(zoo_dir=str(args.zoo), probes=probes, n_probes=n_probes, epochs=epochs,
+    return RunConfig(zoo_dir=str(args.zoo), method=ProbingConfig(probes, n_probes), epochs=epochs,
                      max_train_models=args.max_train_models, seed=args.seed, device=args.device)
 
 

@@ -68,7 +68,7 @@ def test_section_sweep_is_variants_times_seeds_with_the_overrides() -> None:
     s = sections(fast=True)["image_sources"]
     sweep = section_sweep(s, RunConfig(epochs=3), [0, 1, 2], "/tmp/x")
     assert len(sweep.runs) == 3 * len(s.variants)
-    assert {r.config.n_probes for r in sweep.runs} == {8}  # the section's base
+    assert {r.config.method.n_probes for r in sweep.runs} == {8}  # the section's base
     assert {r.config.epochs for r in sweep.runs} == {3}
     assert {r.config.seed for r in sweep.runs} == {0, 1, 2}
     assert sweep.folder.name == "image_sources"

@@ -19,7 +19,7 @@ def test_every_public_name_resolves_and_a_typo_lists_them() -> None:
 
 def test_the_readme_example_at_small_sizes(tmp_path) -> None:
     zoo = pg.load_zoo(ZOO)
-    small = pg.RunConfig(n_probes=8, epochs=1, max_train_models=128)
+    small = pg.RunConfig(epochs=1, max_train_models=128, method=pg.ProbingConfig(n_probes=8))
     run = pg.train(small, zoo, out_dir=tmp_path / "api", progress=False)
     again = pg.load_run(tmp_path / "api", zoo)
     assert again.metrics["test_accuracy"] == run.metrics["test_accuracy"] and again.config == small

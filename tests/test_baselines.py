@@ -22,7 +22,8 @@ from probegen_nb.core.arch.symmetry import permute_hidden, random_hidden_permuta
 from probegen_nb.core.engine import EngineConfig
 from probegen_nb.core.zoo import MixedZoo, Task, Zoo
 from probegen_nb.core.zoo_io import load_zoo
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment import run_folder as rf
+from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.runs import find_runs, is_run_folder, load_run
 from probegen_nb.experiment.sweep import Sweep, grid, run_id, run_sweep
 from probegen_nb.experiment.train import build_model, train
@@ -54,7 +55,7 @@ def cnn_zoo(m: int = 120) -> MixedZoo:
 
 
 def small(**kw) -> RunConfig:
-    return RunConfig(**{"epochs": 2, "hidden": 32, "n_hidden": 1, "device": "cpu", **kw})
+    return RunConfig().override({"epochs": 2, "hidden": 32, "n_hidden": 1, "device": "cpu", **kw})
 
 
 # ---------------------------------------------------------------- StatNN's features
@@ -144,14 +145,14 @@ def test_residual_links_between_different_widths_are_refused() -> None:
 
 def test_a_baseline_run_writes_a_probing_runs_folder_and_metrics(zoo: Zoo, tmp_path) -> None:
     probing = train(small(probes=VanillaConfig(), n_probes=4), zoo, out_dir=tmp_path / "probing", progress=False)
-    keys = set(json.loads((tmp_path / "probing" / "metrics.json").read_text()))
+    keys = set(rf.read_metrics(tmp_path / "probing"))
     for name, baseline in BASELINES.items():
         config = small(baseline=baseline)
         run = train(config, zoo, out_dir=tmp_path / name, progress=False)
         folder = tmp_path / name
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = rf.read_metrics(folder, config)
         assert set(metrics) == keys == set(run.metrics) == set(probing.metrics), name
-        assert RunConfig.from_dict(json.loads((folder / "config.json").read_text())) == config
+        assert rf.read_config(folder) == config
         assert not (folder / "probes.safetensors").exists() and is_run_folder(folder)
         trees = name == "statnn_gbt"
         assert (folder / "best.safetensors").is_file() != trees and (folder / "last.safetensors").is_file() != trees
@@ -208,22 +209,22 @@ def test_a_sweep_runs_baselines_unchanged(zoo: Zoo, tmp_path) -> None:
                 "mlp_aug": {"baseline": WeightMLPConfig(augment=True)}}
     sweep = Sweep("baselines", grid(small(n_probes=4, epochs=1), variants, seeds=[0]), tmp_path)
     results = run_sweep(sweep, EngineConfig(), zoo=zoo, progress=False)
-    assert list(results["status"]) == ["done"] * 3 and "baseline.kind" in results
+    assert list(results["status"]) == ["done"] * 3 and "method.kind" in results
     again = run_sweep(sweep, EngineConfig(), zoo=zoo, progress=False)  # every run finished: read back, not rerun
     assert again["train_seconds"].tolist() == results["train_seconds"].tolist()
 
 
 def test_configs_round_trip_and_probing_configs_are_unchanged() -> None:
     for baseline in BASELINES.values():
-        config = RunConfig(baseline=baseline)
+        config = RunConfig(method=baseline)
         assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
         assert baseline_config_from_dict(baseline_config_to_dict(baseline)) == baseline
-    assert "baseline" not in RunConfig().to_dict()  # so probing runs keep their sweep run ids
-    assert run_id(RunConfig()) != run_id(RunConfig(baseline=StatNNConfig()))
+    assert RunConfig().to_dict()["method"]["kind"] == "probing"
+    assert run_id(RunConfig()) != run_id(RunConfig(method=StatNNConfig()))
     with pytest.raises(ValueError, match="unknown baseline 'statn'"):
         baseline_config_from_dict({"kind": "statn"})
-    with pytest.raises(ValueError, match="a baseline: pass it as baseline="):
-        RunConfig(probes=StatNNConfig())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="a baseline: pass it as RunConfig"):
+        RunConfig(method=ProbingConfig(StatNNConfig()))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="head 'tree'"):
         StatNNConfig(head="tree")  # type: ignore[arg-type]
 

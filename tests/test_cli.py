@@ -9,6 +9,7 @@ import pytest
 
 from probegen_nb.cli import build_parser, train_config
 from probegen_nb.core.zoo_io import load_zoo
+from probegen_nb.experiment.config import ProbingConfig
 from probegen_nb.probes.images import ConvProbeGenConfig
 
 ZOOS = Path(__file__).resolve().parents[1] / "data" / "zoos"
@@ -20,7 +21,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("option,value,message", [
-    ("--n-probes", "0", "RunConfig.n_probes (=0) must be an integer of at least 1"),  # exited 0 at chance before
+    ("--n-probes", "0", "ProbingConfig.n_probes (=0) must be an integer of at least 1"),  # exited 0 at chance before
     ("--epochs", "0", "RunConfig.epochs (=0) must be an integer of at least 1"),  # KeyError 'test' before
     ("--epochs", "-1", "RunConfig.epochs (=-1) must be an integer of at least 1"),
     ("--max-train-models", "-5", "RunConfig.max_train_models (=-5) must be an integer of at least 1"),
@@ -46,9 +47,10 @@ def test_train_follows_the_zoo_the_papers_method_on_a_cnn_zoo() -> None:
     conv generator at Q = 64 and 150 epochs (CIFAR10-GS), and on INR zoos the coordinate generator at Q = 128."""
     args = build_parser().parse_args(["train", "--zoo", "z", "--out", "o"])
     cnn = train_config(args, load_zoo(ZOOS / "cifar10-gs-cnn-small"))
-    assert (cnn.probes, cnn.n_probes, cnn.epochs) == (ConvProbeGenConfig(), 64, 150)
+    assert (cnn.method, cnn.epochs) == (ProbingConfig(ConvProbeGenConfig(), 64), 150)
     inr = train_config(args, load_zoo(ZOOS / "mnist-inr-small"))
-    assert (inr.probes.kind, inr.n_probes, inr.epochs) == ("probegen", 128, 30)
+    assert isinstance(inr.method, ProbingConfig)
+    assert (inr.method.probes.kind, inr.method.n_probes, inr.epochs) == ("probegen", 128, 30)
     with pytest.raises(ValueError, match="sources for this zoo: .*probegen-conv"):
         train_config(build_parser().parse_args(["train", "--zoo", "z", "--out", "o", "--probes", "probegen"]),
                      load_zoo(ZOOS / "cifar10-gs-cnn-small"))
@@ -81,19 +83,21 @@ def test_cli_notebook_refuses_an_unknown_parameter_before_running(tmp_path) -> N
 def test_a_run_trained_from_the_root_opens_from_notebooks(tmp_path, monkeypatch) -> None:
     """README's `cli train --zoo data/zoos/...` (relative to the root) must open in notebook 04, whose kernel runs in
     notebooks/; and RunConfig's notebook-relative default zoo must open from the root."""
-    from probegen_nb.experiment.config import RunConfig
+    from probegen_nb.experiment.config import ProbingConfig, RunConfig
     from probegen_nb.experiment.runs import load_run
     from probegen_nb.experiment.train import train
 
     root = ZOOS.parents[1]
     monkeypatch.chdir(root)
-    config = RunConfig(zoo_dir="data/zoos/mnist-inr-small", n_probes=4, epochs=1, max_train_models=64)
+    config = RunConfig(zoo_dir="data/zoos/mnist-inr-small", epochs=1, max_train_models=64,
+                       method=ProbingConfig(n_probes=4))
     train(config, out_dir=tmp_path / "run", progress=False)
     monkeypatch.chdir(root / "notebooks")
     assert len(load_run(tmp_path / "run").zoo) == 5_500
     monkeypatch.chdir(tmp_path)
     assert len(load_run(tmp_path / "run").zoo) == 5_500
-    train(RunConfig(n_probes=4, epochs=1, max_train_models=64), out_dir=tmp_path / "default", progress=False)
+    train(RunConfig(epochs=1, max_train_models=64,
+                    method=ProbingConfig(n_probes=4)), out_dir=tmp_path / "default", progress=False)
     monkeypatch.chdir(root)
     assert load_run(tmp_path / "default").config.zoo_dir == "../data/zoos/mnist-inr-small"
 
@@ -103,7 +107,7 @@ def test_the_library_refuses_a_probe_source_made_for_other_models() -> None:
     and image probes on an INR zoo, and accepts the fitting ones (negative control)."""
     import torch
 
-    from probegen_nb.experiment.config import RunConfig
+    from probegen_nb.experiment.config import ProbingConfig, RunConfig
     from probegen_nb.experiment.train import build_model
     from probegen_nb.probes.coords import UniformConfig
     from probegen_nb.probes.dead_leaves import DeadLeavesConfig
@@ -112,11 +116,11 @@ def test_the_library_refuses_a_probe_source_made_for_other_models() -> None:
     inr = load_zoo(ZOOS / "mnist-inr-small").subset(range(8))
     g = torch.Generator().manual_seed(0)
     with pytest.raises(ValueError, match="'uniform' makes coordinates probes, but this zoo's models take images"):
-        build_model(RunConfig(probes=UniformConfig(), n_probes=4), cnn, g)
+        build_model(RunConfig(method=ProbingConfig(UniformConfig(), 4)), cnn, g)
     with pytest.raises(ValueError, match="'dead-leaves' makes images probes, but this zoo's models take coordinates"):
-        build_model(RunConfig(probes=DeadLeavesConfig(), n_probes=4), inr, g)
-    build_model(RunConfig(probes=DeadLeavesConfig(), n_probes=4), cnn, g)
-    build_model(RunConfig(probes=UniformConfig(), n_probes=4), inr, g)
+        build_model(RunConfig(method=ProbingConfig(DeadLeavesConfig(), 4)), inr, g)
+    build_model(RunConfig(method=ProbingConfig(DeadLeavesConfig(), 4)), cnn, g)
+    build_model(RunConfig(method=ProbingConfig(UniformConfig(), 4)), inr, g)
 
 
 def test_the_parsers_choices_and_defaults_are_the_librarys() -> None:
@@ -129,7 +133,7 @@ def test_the_parsers_choices_and_defaults_are_the_librarys() -> None:
     from probegen_nb.core.data import DATASETS
     from probegen_nb.core.engine import EngineConfig
     from probegen_nb.experiment import quickstart
-    from probegen_nb.experiment.config import RunConfig
+    from probegen_nb.experiment.config import ProbingConfig, RunConfig
     from probegen_nb.probes.registry import PROBE_CONFIGS
     from probegen_nb.zoos.cnn import CNNZooRecipe
 
@@ -139,7 +143,7 @@ def test_the_parsers_choices_and_defaults_are_the_librarys() -> None:
     assert cli.CNN_RECIPE == {k: recipe[k] for k in cli.CNN_RECIPE}
     assert set(recipe) - set(cli.CNN_RECIPE) == {"activations"}  # every option the build-cnn-zoo parser shows
     assert cli.N_WORKERS == EngineConfig.n_workers
-    assert cli.QUICKSTART_PROTOCOL == {"n_probes": RunConfig().n_probes, "epochs": RunConfig().epochs}
+    assert cli.QUICKSTART_PROTOCOL == {"n_probes": ProbingConfig().n_probes, "epochs": RunConfig().epochs}
 
 
 def test_help_and_argument_errors_import_no_torch() -> None:

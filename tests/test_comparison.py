@@ -122,15 +122,13 @@ def test_metric_vs_flops_draws_one_point_per_method_on_a_log_axis(tmp_path: Path
 
 
 def test_runs_record_every_trained_parameter(class_shift_zoo) -> None:
-    """`n_params` counts the encoder of a baseline too, not only its predictor; old probing runs without it read
-    back as probes + predictor."""
+    """`n_params` counts the encoder of a baseline too, not only its predictor."""
     zoo = class_shift_zoo
-    run = train(RunConfig(epochs=1, baseline=NFNConfig(mode="np"), max_train_models=16), zoo, progress=False)
+    run = train(RunConfig(epochs=1, max_train_models=16, method=NFNConfig(mode="np")), zoo, progress=False)
     m = run.metrics
     assert m["n_params"] == sum(p.numel() for p in run.model.parameters()) > m["predictor_params"]
-    old = {k: v for k, v in train(RunConfig(epochs=1, max_train_models=16), zoo, progress=False).metrics.items()
-           if k != "n_params"}
-    assert summarize_metrics(old)["n_params"] == old["probe_params"] + old["predictor_params"]
+    probing = train(RunConfig(epochs=1, max_train_models=16), zoo, progress=False).metrics
+    assert summarize_metrics(probing)["n_params"] == probing["probe_params"] + probing["predictor_params"]
 
 
 def test_graph_net_evaluates_in_cache_sized_batches_with_the_same_answers(class_shift_zoo) -> None:

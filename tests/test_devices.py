@@ -187,7 +187,7 @@ def mixed_cnn_zoo(m: int = 12) -> MixedZoo:
     return MixedZoo(tuple(groups), Task("test_acc", None))
 
 
-RUNS = {"probegen": {"probes": ProbeGenConfig()}, "statnn_mlp": {"baseline": StatNNConfig(head="mlp")},
+RUNS = {"probegen": {"probes": ProbeGenConfig(), "n_probes": 4}, "statnn_mlp": {"baseline": StatNNConfig(head="mlp")},
         "statnn_gbt": {"baseline": StatNNConfig(n_trees=3)}, "mlp_aug": {"baseline": WeightMLPConfig(augment=True)},
         "nfn": {"baseline": NFNConfig()}, "graph_net": {"baseline": GraphNetConfig(node_dim=8, n_layers=1)}}
 
@@ -201,7 +201,7 @@ def test_training_runs_on_a_device(name: str, class_shift_zoo: Zoo, tmp_path: Pa
         kw = dict(RUNS[name])
         if name == "probegen" and i == 1:
             kw["probes"] = ConvProbeGenConfig()
-        config = RunConfig(**{"epochs": 1, "hidden": 16, "n_hidden": 1, "n_probes": 4, "batch_size": 8,
+        config = RunConfig().override({"epochs": 1, "hidden": 16, "n_hidden": 1, "batch_size": 8,
                               "max_train_models": 16, "device": str(TARGET), **kw})
         with SimulatedDevice():
             run = train(config, zoo.to("cpu"), out_dir=tmp_path / f"{name}{i}", progress=False)

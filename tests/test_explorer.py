@@ -18,7 +18,7 @@ from probegen_nb.core.arch.cnn import CNNSpec
 from probegen_nb.core.arch.siren import SirenSpec
 from probegen_nb.core.zoo import MixedZoo, Task, Zoo
 from probegen_nb.core.zoo_io import save_zoo
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.evaluate import predict
 from probegen_nb.experiment.runs import find_runs, load_run
 from probegen_nb.experiment.train import train
@@ -87,8 +87,8 @@ def trained_runs(zoo, root: Path, n_probes: int) -> dict[str, Path]:
     zoo_dir = save_zoo(zoo, root / "zoo")
     folders = {}
     for name, probes in explorer_methods(zoo).items():
-        config = RunConfig(zoo_dir=str(zoo_dir), probes=probes, n_probes=n_probes, epochs=2, hidden=16, n_hidden=1,
-                           device="cpu")
+        config = RunConfig(zoo_dir=str(zoo_dir), epochs=2, hidden=16, n_hidden=1, device="cpu",
+                           method=ProbingConfig(probes, n_probes))
         folders[name] = train(config, zoo, out_dir=root / name, progress=False).out_dir
     return folders
 
@@ -106,8 +106,8 @@ def explorer(request, tmp_path_factory) -> Explorer:
 
 def test_a_loaded_run_predicts_exactly_what_the_trained_one_did(tmp_path) -> None:
     zoo = inr_zoo()
-    config = RunConfig(zoo_dir=str(save_zoo(zoo, tmp_path / "zoo")), n_probes=8, epochs=3, hidden=16, n_hidden=1,
-                       device="cpu")
+    config = RunConfig(zoo_dir=str(save_zoo(zoo, tmp_path / "zoo")), epochs=3, hidden=16, n_hidden=1, device="cpu",
+                       method=ProbingConfig(n_probes=8))
     result = train(config, zoo, out_dir=tmp_path / "run", progress=False)
     loaded = load_run(tmp_path / "run")
     test = zoo.split("test")
@@ -309,7 +309,7 @@ def test_replay_moves_through_the_epochs(explorer: Explorer) -> None:
 
 
 def test_anatomy_figure_compares_linear_and_nonlinear(explorer: Explorer) -> None:
-    config = explorer.runs[explorer.main].config.probes
+    config = explorer.runs[explorer.main].config.method.probes
     shape = explorer.test.specs[0].input_shape
     bent = nonlinear_variant(config).build(len(explorer.probes["probegen"]), shape, torch.Generator().manual_seed(0))
     fig = anatomy_figure(explorer, bent)

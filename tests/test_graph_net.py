@@ -37,7 +37,7 @@ def random_zoo(spec, m: int) -> Zoo:
 
 
 def small(**kw) -> RunConfig:
-    return RunConfig(**{"epochs": 2, "hidden": 32, "n_hidden": 1, "device": "cpu", **kw})
+    return RunConfig().override({"epochs": 2, "hidden": 32, "n_hidden": 1, "device": "cpu", **kw})
 
 
 @pytest.mark.parametrize("name", list(SPECS))
@@ -91,7 +91,7 @@ def test_graph_net_is_invariant_to_hidden_permutations_and_hidden_node_indices_b
 
 def test_graph_net_config_round_trips_and_refuses_bad_values() -> None:
     for config in (GraphNetConfig(), GraphNetConfig(node_dim=8, n_layers=2)):
-        run = RunConfig(baseline=config)
+        run = RunConfig(method=config)
         assert RunConfig.from_dict(json.loads(json.dumps(run.to_dict()))) == run
         assert baseline_config_from_dict(baseline_config_to_dict(config)) == config
     with pytest.raises(ValueError, match="n_layers >= 1, got 32, 0"):

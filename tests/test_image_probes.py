@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from probegen_nb.core.data import load_dataset
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.probes.dead_leaves import DeadLeavesConfig, _window_radii, dead_leaves, sample_radii
 from probegen_nb.probes.images import (
     ConvProbeGenConfig,
@@ -220,7 +220,7 @@ def test_configs_round_trip_and_register() -> None:
     for config in configs:
         assert PROBE_CONFIGS[config.kind] is type(config)
         assert probe_config_from_dict(json.loads(json.dumps(probe_config_to_dict(config)))) == config
-        run = RunConfig(probes=config, n_probes=64)
+        run = RunConfig(method=ProbingConfig(config, 64))
         assert RunConfig.from_dict(json.loads(json.dumps(run.to_dict()))) == run
 
 

@@ -16,7 +16,7 @@ ALLOWED = {
     "methods": {"probes", "core"},
     "baselines": {"methods", "core"},
     "experiment": {"baselines", "methods", "probes", "core"},
-    "viz": {"core"},
+    "viz": {"experiment", "core"},  # the report reads run folders through experiment.run_folder
     "explore": {"viz", "experiment", "baselines", "methods", "probes", "core"},
     "app": {"explore", "viz", "experiment", "baselines", "methods", "probes", "zoos", "core"},
     "cli": {"app", "explore", "viz", "experiment", "baselines", "methods", "probes", "zoos", "core"},

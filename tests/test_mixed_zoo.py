@@ -11,7 +11,7 @@ from probegen_nb.core.arch.cnn import CNNSpec, cnn_forward_runs
 from probegen_nb.core.arch.registry import forward
 from probegen_nb.core.zoo import MixedZoo, Task, Zoo, ZooFormatError
 from probegen_nb.core.zoo_io import load_zoo, save_zoo
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.train import build_model, train
 from probegen_nb.methods.probing import forward_batch
 from probegen_nb.probes.images import ImageVanillaConfig
@@ -56,7 +56,7 @@ def test_round_trip(tmp_path) -> None:
 
 def test_represent_rows_equals_per_model_modules_in_any_order() -> None:
     zoo = make_mixed()
-    model = build_model(RunConfig(probes=ImageVanillaConfig(), n_probes=3, hidden=16, n_hidden=1), zoo,
+    model = build_model(RunConfig(hidden=16, n_hidden=1, method=ProbingConfig(ImageVanillaConfig(), 3)), zoo,
                         torch.Generator().manual_seed(0))
     index = torch.tensor([11, 0, 6, 3, 9, 5, 1])  # interleaves the three architectures
     rep = model.represent_rows(zoo, index).detach()
@@ -93,7 +93,7 @@ def rep_and_probe_grad(fn, x0: torch.Tensor, weights: torch.Tensor) -> tuple[tor
 @pytest.mark.parametrize("by_layer_shapes", [True, False])
 def test_batched_path_equals_the_per_group_loop(seed: int, by_layer_shapes: bool) -> None:
     zoo = make_mixed((4, 3, 5, 3, 4), seed, SHARED_SPECS)
-    model = build_model(RunConfig(probes=ImageVanillaConfig(), n_probes=3, hidden=16, n_hidden=1), zoo,
+    model = build_model(RunConfig(hidden=16, n_hidden=1, method=ProbingConfig(ImageVanillaConfig(), 3)), zoo,
                         torch.Generator().manual_seed(seed))
     g = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(zoo), generator=g)[:15]  # a random batch order that interleaves the architectures
@@ -165,7 +165,8 @@ def test_split_subset_and_training() -> None:
     assert len(zoo.split("train")) == 6 and set(zoo.split("test").table["arch"]) == {0, 1, 2}
     sub = zoo.subset([17, 2, 8])
     assert sorted(sub.table["model_id"]) == [2, 8, 17]
-    run = train(RunConfig(probes=ImageVanillaConfig(), n_probes=4, epochs=2, hidden=16, n_hidden=1, device="cpu"), zoo,
+    run = train(RunConfig(epochs=2, hidden=16, n_hidden=1, device="cpu",
+                          method=ProbingConfig(ImageVanillaConfig(), 4)), zoo,
                 progress=False)
     assert run.metrics["metric"] == "kendall_tau" and len(run.metrics["history"]) == 2
     assert run.metrics["flops_per_model"] > 0

@@ -34,7 +34,7 @@ def random_zoo(spec, m: int, seed: int = 0) -> Zoo:
 
 
 def small(**kw) -> RunConfig:
-    return RunConfig(**{"epochs": 2, "hidden": 32, "n_hidden": 1, "device": "cpu", **kw})
+    return RunConfig().override({"epochs": 2, "hidden": 32, "n_hidden": 1, "device": "cpu", **kw})
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_nfn_normalises_per_tensor_from_the_train_split() -> None:
 
 def test_nfn_config_round_trips_and_refuses_bad_values() -> None:
     for config in (NFNConfig(), NFNConfig(mode="np", hidden_channels=(8, 4))):
-        run = RunConfig(baseline=config)
+        run = RunConfig(method=config)
         assert RunConfig.from_dict(json.loads(json.dumps(run.to_dict()))) == run
         assert baseline_config_from_dict(baseline_config_to_dict(config)) == config
     with pytest.raises(ValueError, match="mode 'nphnp'"):

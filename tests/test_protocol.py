@@ -19,7 +19,7 @@ from torch import nn
 from probegen_nb.core.arch.cnn import CNNSpec
 from probegen_nb.core.arch.siren import SirenSpec
 from probegen_nb.core.zoo import Task, Zoo
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.evaluate import kendall_tau, metric, metric_name
 from probegen_nb.experiment.train import build_model, is_better, loss_fn, make_optimizer, train
 from probegen_nb.probes.coords import DeepLinearGenerator, ProbeGenConfig, UniformConfig
@@ -27,9 +27,9 @@ from probegen_nb.probes.images import ConvProbeGenConfig, ConvProbeGenerator
 from probegen_nb.zoos.inr import init_siren_params
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "data" / "zoos"
-PAPER_RUN = {"n_probes": 128, "epochs": 30, "lr": 3e-4, "batch_size": 32, "hidden": 256, "n_hidden": 4,
-             "weight_decay": 0.0, "generator_weight_decay": 0.0, "max_train_models": None, "device": "auto",
-             "cache_responses": True}
+PAPER_RUN = {"epochs": 30, "lr": 3e-4, "batch_size": 32, "hidden": 256, "n_hidden": 4,
+             "weight_decay": 0.0, "max_train_models": None, "device": "auto", "cache_responses": True}
+PAPER_PROBING = {"n_probes": 128, "generator_weight_decay": 0.0}
 PAPER_GENERATOR = {"latent_dim": 32, "width": 32, "depth": 2, "activation": None, "init_spread": None}
 PAPER_CONV_GENERATOR = {"latent_dim": 32, "width_mult": 16, "n_layers": None, "activation": None,
                         "unit_variance_init": False}
@@ -49,7 +49,8 @@ def test_run_config_defaults_are_the_papers() -> None:
     config = RunConfig()
     got = {k: getattr(config, k) for k in PAPER_RUN}
     assert got == PAPER_RUN
-    assert config.probes == ProbeGenConfig()
+    assert isinstance(config.method, ProbingConfig) and config.method.probes == ProbeGenConfig()
+    assert {k: getattr(config.method, k) for k in PAPER_PROBING} == PAPER_PROBING
     assert dataclasses.asdict(ProbeGenConfig()) == PAPER_GENERATOR
     assert dataclasses.asdict(ConvProbeGenConfig()) == PAPER_CONV_GENERATOR
 
@@ -103,7 +104,7 @@ def test_optimizer_is_adam_at_3e4_cosine_to_zero(zoo: Zoo) -> None:
 def test_a_run_takes_ceil_models_over_32_steps_an_epoch_down_a_cosine(zoo: Zoo) -> None:
     """What train() really does with the protocol: 48 train models in batches of 32 are 2 steps an epoch, and the
     learning rate follows the cosine from 3e-4 to 0 over all 4 steps (half way after the first epoch)."""
-    run = train(RunConfig(n_probes=8, epochs=2, device="cpu"), zoo, progress=False)
+    run = train(RunConfig(epochs=2, device="cpu", method=ProbingConfig(n_probes=8)), zoo, progress=False)
     assert run.metrics["steps"] == 2 * math.ceil(48 / 32)
     lrs = [record["lr"] for record in run.metrics["history"]]
     assert lrs == pytest.approx([1.5e-4, 0.0], abs=1e-12)
@@ -138,8 +139,8 @@ def test_fixed_probe_responses_are_cached_and_change_nothing(zoo: Zoo, class_shi
     """Caching the answers to fixed probes is a speed-up only: the same run through the per-step forward gives the
     same history. On a zoo whose class the answers decode (so val and test accuracy are high and each split's rows
     matter): evaluating a split on another split's cached answers changes its accuracy and fails here."""
-    config = RunConfig(probes=UniformConfig(), n_probes=16, epochs=20, lr=1e-2, batch_size=16, hidden=32, n_hidden=1,
-                       device="cpu")  # 0.1 s; ends at val 1.0, test 0.9
+    config = RunConfig(epochs=20, lr=1e-2, batch_size=16, hidden=32, n_hidden=1, device="cpu",
+                       method=ProbingConfig(UniformConfig(), 16))  # 0.1 s; ends at val 1.0, test 0.9
     cached = train(config, class_shift_zoo, progress=False)
     stepped = train(dataclasses.replace(config, cache_responses=False), class_shift_zoo, progress=False)
     assert cached.metrics["responses_cached"] is True and stepped.metrics["responses_cached"] is False
@@ -149,7 +150,7 @@ def test_fixed_probe_responses_are_cached_and_change_nothing(zoo: Zoo, class_shi
             assert a[f"{s}_accuracy"] == pytest.approx(b[f"{s}_accuracy"], abs=1e-9), (s, a, b)
     last = cached.metrics["history"][-1]
     assert last["val_accuracy"] > 0.75 and last["test_accuracy"] > 0.75  # chance is 1/3: the labels are decoded
-    learned = train(RunConfig(n_probes=16, epochs=1, device="cpu"), zoo, progress=False)
+    learned = train(RunConfig(epochs=1, device="cpu", method=ProbingConfig(n_probes=16)), zoo, progress=False)
     assert learned.metrics["responses_cached"] is False  # learned probes move: nothing to cache
 
 
@@ -175,10 +176,10 @@ def test_protocol_epochs_per_benchmark_are_the_official_scripts() -> None:
     assert train_config(args, cnn).epochs == 7
 
 
-@pytest.mark.parametrize("field,value", [("n_probes", 0), ("epochs", 0), ("epochs", -1), ("batch_size", 0),
+@pytest.mark.parametrize("field,value", [("epochs", 0), ("epochs", -1), ("batch_size", 0),
                                          ("max_train_models", -5), ("max_train_models", 0), ("lr", 0.0),
                                          ("lr", float("nan")), ("hidden", 0), ("n_hidden", -1),
-                                         ("weight_decay", -1e-4), ("n_probes", 2.5), ("epochs", True)])
+                                         ("weight_decay", -1e-4), ("epochs", True)])
 def test_run_config_refuses_out_of_range_settings(field: str, value: object) -> None:
     """Before the check `--n-probes 0` trained to a complete run at chance, `--epochs 0` crashed late with
     KeyError 'test' and `--max-train-models -5` said the train split was empty."""
@@ -186,8 +187,14 @@ def test_run_config_refuses_out_of_range_settings(field: str, value: object) -> 
         RunConfig(**{field: value})
 
 
+@pytest.mark.parametrize(("field", "value"), [("n_probes", 0), ("n_probes", 2.5), ("generator_weight_decay", -1.0)])
+def test_probing_config_refuses_out_of_range_settings(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=rf"ProbingConfig\.{field} \(={value!r}\) must be"):
+        ProbingConfig(**{field: value})
+
+
 def test_run_config_accepts_the_edges() -> None:
     """Negative control: the smallest valid values and numpy integers (sweep grids) construct."""
-    RunConfig(n_probes=1, epochs=1, batch_size=1, hidden=1, n_hidden=0, max_train_models=1, lr=1e-9, seed=0,
-              weight_decay=0.0)
-    RunConfig(n_probes=np.int64(64), max_train_models=None)
+    RunConfig(epochs=1, batch_size=1, hidden=1, n_hidden=0, max_train_models=1, lr=1e-9, seed=0, weight_decay=0.0,
+              method=ProbingConfig(n_probes=1))
+    RunConfig(max_train_models=None, method=ProbingConfig(n_probes=np.int64(64)))

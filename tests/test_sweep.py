@@ -3,6 +3,7 @@ once and the same numbers, the same results through the local and the dask engin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from probegen_nb.core.engine import EngineConfig
 from probegen_nb.core.zoo_io import load_zoo, save_zoo, zoo_fingerprint
 from probegen_nb.experiment import quickstart
 from probegen_nb.experiment.claims import Claim
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.runs import find_runs
 from probegen_nb.experiment.sweep import Sweep, grid, run_id, run_sweep
 from probegen_nb.probes.coords import ProbeGenConfig, UniformConfig, VanillaConfig
@@ -44,7 +45,7 @@ def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def small(zoo_dir: Path, **kw) -> RunConfig:
     """A config that trains in a few hundredths of a second on the tiny zoo (and still learns something)."""
-    return RunConfig(**{"zoo_dir": str(zoo_dir), "n_probes": 8, "epochs": 2, "hidden": 32, "n_hidden": 1,
+    return RunConfig().override({"zoo_dir": str(zoo_dir), "n_probes": 8, "epochs": 2, "hidden": 32, "n_hidden": 1,
                         "lr": 3e-3, "max_train_models": 64, "device": "cpu", **kw})
 
 
@@ -66,8 +67,11 @@ def test_grid_is_variants_times_seeds_with_names(zoo_dir: Path) -> None:
     runs = grid(base, {**VARIANTS, "q16": {"n_probes": 16}}, seeds=[3, 4])
     assert [(r.variant, r.config.seed) for r in runs] == [("probegen", 3), ("vanilla", 3), ("q16", 3),
                                                           ("probegen", 4), ("vanilla", 4), ("q16", 4)]
-    assert isinstance(runs[1].config.probes, VanillaConfig) and runs[2].config.n_probes == 16
-    assert runs[2].config.probes == base.probes and runs[0].config.lr == base.lr
+    methods = [r.config.method for r in runs]
+    assert isinstance(methods[1], ProbingConfig) and isinstance(methods[1].probes, VanillaConfig)
+    assert isinstance(methods[2], ProbingConfig) and methods[2].n_probes == 16
+    assert isinstance(base.method, ProbingConfig) and methods[2].probes == base.method.probes
+    assert runs[0].config.lr == base.lr
     by_kind = grid(base, [UniformConfig(), {"n_probes": 4, "probes": VanillaConfig()}], seeds=[0])
     assert [r.variant for r in by_kind] == ["uniform", "n_probes=4,probes=vanilla"]
     with pytest.raises(ValueError, match="n_prbes"):
@@ -92,14 +96,15 @@ def test_run_id_is_stable_across_processes_and_changes_with_the_config(zoo_dir: 
     assert len({run_id(c) for c in [base, *changed]}) == 5
 
 
-def test_run_ids_from_before_a_field_was_added_stay_the_same() -> None:
-    """Fields added to a config after runs existed (marked `omit_at_default`) leave the dict, and so the id, of a
-    config at their default as it was: existing sweep folders still resume. The ids are literals from before
-    `ProbeGenConfig.init_spread` existed."""
-    assert run_id(RunConfig()) == "ea65550eb59d"
-    assert run_id(RunConfig(probes=ProbeGenConfig(depth=3))) == "50046dcc4447"
-    spread = RunConfig(probes=ProbeGenConfig(init_spread=0.58))
-    assert spread.to_dict()["probes"]["init_spread"] == 0.58 and "init_spread" not in RunConfig().to_dict()["probes"]
+def test_run_ids_hash_every_field_even_at_its_default() -> None:
+    """No field leaves the config's dict at its default (folders written before are migrated instead, see
+    tests/test_run_folder.py): the id is the hash of the whole config."""
+    d = RunConfig().to_dict()
+    assert d["method"]["probes"]["init_spread"] is None and d["method"]["kind"] == "probing"
+    whole = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    assert run_id(RunConfig()) == whole
+    spread = RunConfig(method=ProbingConfig(ProbeGenConfig(init_spread=0.58)))
+    assert spread.to_dict()["method"]["probes"]["init_spread"] == 0.58
     assert RunConfig.from_dict(spread.to_dict()) == spread and run_id(spread) != run_id(RunConfig())
 
 
@@ -109,13 +114,13 @@ def test_results_csv_has_a_row_per_run_and_the_varied_fields(zoo_dir: Path, tmp_
     results = run_sweep(Sweep("csv", runs, tmp_path), zoo=zoo, progress=False)
     assert list(results["run_id"]) == [r.run_id for r in runs]
     assert list(results["variant"]) == [r.variant for r in runs] and list(results["seed"]) == [0, 0, 0, 1, 1, 1]
-    assert {"probes.kind", "n_probes"} <= set(results.columns) and "lr" not in results.columns
-    assert list(results["n_probes"]) == [8, 8, 4] * 2
+    assert {"method.probes.kind", "method.n_probes"} <= set(results.columns) and "lr" not in results.columns
+    assert list(results["method.n_probes"]) == [8, 8, 4] * 2
     assert (results["status"] == "done").all() and results["test_accuracy"].between(0, 1).all()
     assert results["test_accuracy"].nunique() > 1
     on_disk = read_results(tmp_path)
     assert list(on_disk.columns) == list(results.columns)
-    for column in ("run_id", "variant", "seed", "n_probes", "test_accuracy", "last_test_accuracy", "best_epoch"):
+    for column in ("run_id", "variant", "seed", "method.n_probes", "test_accuracy", "last_test_accuracy", "best_epoch"):
         assert on_disk[column].tolist() == results[column].tolist(), column
     sweep_json = json.loads((tmp_path / "sweep.json").read_text())
     assert sweep_json["variants"]["q4"] == [runs[2].run_id, runs[5].run_id]
@@ -164,7 +169,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(zoo_dir: Path, tmp_path
 
 SWEEP_SCRIPT = """
 import json, sys
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.sweep import Sweep, SweepRun, run_sweep
 plan = json.load(open(sys.argv[1]))
 runs = [SweepRun(r["variant"], RunConfig.from_dict(r["config"])) for r in plan["runs"]]

@@ -27,7 +27,7 @@ from probegen_nb.core.threads import (
     worker_env,
 )
 from probegen_nb.core.zoo import Task, Zoo
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.train import train
 from probegen_nb.zoos.inr import PUBLIC_RECIPE, SirenRecipe, fit_inrs, init_siren_params
 
@@ -296,14 +296,16 @@ def zoo() -> Zoo:
 
 def test_train_records_the_threads_used(monkeypatch: pytest.MonkeyPatch, zoo: Zoo, tmp_path: Path) -> None:
     fake_load(monkeypatch, 1.5)  # a busy neighbour throughout: auto trains on one thread
-    result = train(RunConfig(epochs=1, n_probes=8, device="cpu"), zoo, out_dir=tmp_path, progress=False)
+    result = train(RunConfig(epochs=1, device="cpu",
+                             method=ProbingConfig(n_probes=8)), zoo, out_dir=tmp_path, progress=False)
     threads = result.metrics["threads"]
     assert (threads["setting"], threads["source"], threads["threads"], threads["workload"]) == \
         ("auto", "default", "1", "train")
     assert json.loads((tmp_path / "metrics.json").read_text())["threads"] == threads
     assert torch.get_num_threads() == 2  # restored after the run
     monkeypatch.setenv(THREADS_ENV, "2")
-    assert train(RunConfig(epochs=1, n_probes=8, device="cpu"), zoo, progress=False).metrics["threads"]["threads"] \
+    assert train(RunConfig(epochs=1, device="cpu",
+                           method=ProbingConfig(n_probes=8)), zoo, progress=False).metrics["threads"]["threads"] \
         == "2"
 
 
@@ -345,7 +347,7 @@ def test_a_seeded_run_does_not_depend_on_the_thread_count() -> None:
     table = pd.DataFrame({"model_id": range(m), "split": ["train"] * 64 + ["val"] * 16 + ["test"] * 16,
                           "label": np.arange(m) % 10})
     zoo = Zoo(SirenSpec(), params, table, Task("label", 10))
-    config = RunConfig(n_probes=16, epochs=2, device="cpu")
+    config = RunConfig(epochs=2, device="cpu", method=ProbingConfig(n_probes=16))
     histories = []
     for threads in (1, 2):
         set_threads(threads)

@@ -1,6 +1,7 @@
 """Probe training: gradients reach probes and generator, the zoo stays frozen, runs reproduce, errors are clear."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,8 @@ from safetensors.torch import load_file
 import probegen_nb.experiment.train as train_mod
 from probegen_nb.core.arch.siren import SirenSpec
 from probegen_nb.core.zoo import Task, Zoo
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment import run_folder as rf
+from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.train import NonFiniteLossError, build_model, train
 from probegen_nb.methods.probing import flops_per_model
 from probegen_nb.probes.coords import (
@@ -39,7 +41,7 @@ def zoo() -> Zoo:
 
 
 def small(**kw) -> RunConfig:
-    return RunConfig(**{"n_probes": 8, "epochs": 2, "hidden": 32, "n_hidden": 1, "device": "cpu", **kw})
+    return RunConfig().override({"n_probes": 8, "epochs": 2, "hidden": 32, "n_hidden": 1, "device": "cpu", **kw})
 
 
 def test_gradient_reaches_probes_and_generator_not_the_zoo(zoo: Zoo) -> None:
@@ -101,8 +103,8 @@ def test_run_folder_contents(zoo: Zoo, tmp_path) -> None:
     assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "metrics.json", "best.safetensors",
                                                      "last.safetensors", "probes.safetensors",
                                                      "test_representations.safetensors"}
-    assert RunConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == run.config
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert rf.read_config(tmp_path) == run.config
+    metrics = rf.read_metrics(tmp_path, run.config)
     assert len(metrics["history"]) == 3
     best = max(metrics["history"], key=lambda h: h["val_accuracy"])  # first maximum, as train() keeps it
     assert metrics["best_epoch"] == best["epoch"] and metrics["test_accuracy"] == best["test_accuracy"]
@@ -179,7 +181,7 @@ def test_probe_sources() -> None:
 def test_run_config_rejects_typos() -> None:
     with pytest.raises(ValueError, match="unknown RunConfig fields"):
         RunConfig.from_dict({"n_probe": 3})
-    config = RunConfig(probes=ProbeGenConfig(width=64), generator_weight_decay=1e-3)
+    config = RunConfig(method=ProbingConfig(ProbeGenConfig(width=64), generator_weight_decay=1e-3))
     assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
@@ -217,7 +219,7 @@ def test_metrics_name_the_config_they_complete(zoo: Zoo, tmp_path) -> None:
 
     folder = tmp_path / "run"
     train(small(epochs=1), zoo, out_dir=folder, progress=False)
-    other = RunConfig.from_dict({**json.loads((folder / "config.json").read_text()), "seed": 9})
-    (folder / "config.json").write_text(json.dumps(other.to_dict()))
+    other = replace(rf.read_config(folder), seed=9)
+    (folder / "config.json").write_text(json.dumps({"schema_version": rf.SCHEMA_VERSION, **other.to_dict()}))
     with pytest.raises(ValueError, match="completes another config"):
         load_run(folder, zoo)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from probegen_nb.core.arch.registry import ArchSpec
 from probegen_nb.core.zoo import AnyZoo, Batch, MixedZoo
+from probegen_nb.methods.learner import EpochFit, eval_outputs
 
 
 class Baseline(nn.Module):
@@ -30,6 +32,7 @@ class Baseline(nn.Module):
     # models per forward when a whole split is evaluated: the encoders' intermediate states of a whole split do not
     # fit in cache (NFN on 1,000 models measured 2.5-4× slower at 1,024 than at 32 on the CPU)
     eval_batch_size: int = 32
+    saves_checkpoints = True
 
     def represent(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """[B, rep_dim] for params [B, …] of models of the zoo's architecture."""
@@ -56,6 +59,41 @@ class Baseline(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(iter([*self.buffers(), *self.parameters()])).device
+
+    # --- the Learner protocol (methods.learner) ---
+
+    def self_fit(self, train_zoo: AnyZoo, labels: torch.Tensor, representations: torch.Tensor | None,
+                 seed: int) -> EpochFit | None:
+        return None  # trained by train()'s gradient steps
+
+    def n_epochs(self, configured: int) -> int:
+        return configured
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        return [{"params": list(self.parameters()), "weight_decay": weight_decay}]
+
+    @torch.no_grad()
+    def represent_all(self, zoo: AnyZoo, batch_size: int = 1024) -> torch.Tensor:
+        """[M, rep_dim] (never augmented), `batch_size` models at a time or fewer where the baseline asks."""
+        index = torch.arange(len(zoo), device=self.device)
+        reps = [self.represent_rows(zoo, i) for i in index.split(min(batch_size, self.eval_batch_size))]
+        return torch.cat(reps) if reps else torch.zeros(0, self.rep_dim, device=self.device)
+
+    def predict_from(self, representations: torch.Tensor) -> torch.Tensor:
+        return eval_outputs(self, self.predictor, representations)
+
+    def predict_reps(self, representations: torch.Tensor) -> torch.Tensor:
+        return self.predictor(representations)
+
+    def flops_per_model(self, zoo: AnyZoo) -> int:
+        return flops_per_model(self, zoo)
+
+    def param_counts(self) -> dict[str, int]:
+        return {"probe_params": 0, "predictor_params": sum(p.numel() for p in self.predictor.parameters()),
+                "n_params": sum(p.numel() for p in self.parameters())}
+
+    def snapshot(self) -> torch.Tensor | None:
+        return None
 
 
 def shared_param_shapes(zoo: AnyZoo) -> dict[str, tuple[int, ...]]:

@@ -22,6 +22,7 @@ from torch import nn
 
 from probegen_nb.baselines.base import Baseline, rows_params, shared_param_shapes
 from probegen_nb.core.zoo import AnyZoo
+from probegen_nb.methods.learner import init_from
 from probegen_nb.methods.predictor import Predictor
 
 
@@ -38,6 +39,11 @@ class GraphNetConfig:
     n_layers: int = 4  # message-passing rounds (NG-GNN's num_layers), each with a residual and a layer norm
     std_floor: float = 1e-5  # a tensor's std below this counts as 1 (as in the NFN baseline)
 
+    @property
+    def label(self) -> str:
+        """What a progress bar calls a run of it."""
+        return self.kind
+
     def __post_init__(self) -> None:
         if self.node_dim < 1 or self.n_layers < 1:
             raise ValueError(f"GraphNetConfig needs node_dim >= 1 and n_layers >= 1, got {self.node_dim}, "
@@ -46,13 +52,14 @@ class GraphNetConfig:
     def build(self, train_zoo: AnyZoo, d_out: int, hidden: int, n_hidden: int,
               generator: torch.Generator) -> GraphNet:
         """The network, its per-tensor normalisation fitted on `train_zoo` (the run's train models)."""
-        shapes = shared_param_shapes(train_zoo)
-        index = torch.arange(len(train_zoo), device=train_zoo.device)
-        params = rows_params(train_zoo, index)
-        mean = torch.stack([params[n].mean() for n in shapes])  # [T]
-        std = torch.stack([params[n].std() if params[n].numel() > 1 else params[n].new_ones(()) for n in shapes])
-        std = torch.where(std.isnan() | (std < self.std_floor), torch.ones_like(std), std)
-        return GraphNet(ModelGraph(shapes), mean, std, self.node_dim, self.n_layers, d_out, hidden, n_hidden)
+        with init_from(generator):  # the module's init: one draw of the run's generator
+            shapes = shared_param_shapes(train_zoo)
+            index = torch.arange(len(train_zoo), device=train_zoo.device)
+            params = rows_params(train_zoo, index)
+            mean = torch.stack([params[n].mean() for n in shapes])  # [T]
+            std = torch.stack([params[n].std() if params[n].numel() > 1 else params[n].new_ones(()) for n in shapes])
+            std = torch.where(std.isnan() | (std < self.std_floor), torch.ones_like(std), std)
+            return GraphNet(ModelGraph(shapes), mean, std, self.node_dim, self.n_layers, d_out, hidden, n_hidden)
 
 
 class ModelGraph(nn.Module):

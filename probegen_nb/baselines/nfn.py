@@ -17,6 +17,7 @@ from torch import nn
 
 from probegen_nb.baselines.base import Baseline, rows_params, shared_param_shapes
 from probegen_nb.core.zoo import AnyZoo
+from probegen_nb.methods.learner import init_from
 from probegen_nb.methods.predictor import Predictor
 
 if TYPE_CHECKING:
@@ -36,6 +37,11 @@ class NFNConfig:
     hidden_channels: tuple[int, ...] = (16, 16, 5)  # channels of each equivariant layer (`hchannels: [16, 16, 5]`)
     std_floor: float = 1e-5  # a tensor's std below this counts as 1 (the paper's `NormalizingModule.set_stats`)
 
+    @property
+    def label(self) -> str:
+        """What a progress bar calls a run of it."""
+        return f"{self.kind} {self.mode}"
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_channels", tuple(int(c) for c in self.hidden_channels))
         if self.mode not in ("np", "hnp"):
@@ -46,14 +52,15 @@ class NFNConfig:
     def build(self, train_zoo: AnyZoo, d_out: int, hidden: int, n_hidden: int,
               generator: torch.Generator) -> NFN:
         """The NFN, its per-tensor normalisation fitted on `train_zoo` (the run's train models)."""
-        shapes = shared_param_shapes(train_zoo)
-        names = tuple(shapes)
-        index = torch.arange(len(train_zoo), device=train_zoo.device)
-        params = rows_params(train_zoo, index)
-        mean = torch.stack([params[n].mean() for n in names])  # [T]: one scalar per tensor
-        std = torch.stack([params[n].std() if params[n].numel() > 1 else params[n].new_ones(()) for n in names])
-        std = torch.where(std.isnan() | (std < self.std_floor), torch.ones_like(std), std)
-        return NFN(shapes, mean, std, self.mode, self.hidden_channels, d_out, hidden, n_hidden)
+        with init_from(generator):  # the module's init: one draw of the run's generator
+            shapes = shared_param_shapes(train_zoo)
+            names = tuple(shapes)
+            index = torch.arange(len(train_zoo), device=train_zoo.device)
+            params = rows_params(train_zoo, index)
+            mean = torch.stack([params[n].mean() for n in names])  # [T]: one scalar per tensor
+            std = torch.stack([params[n].std() if params[n].numel() > 1 else params[n].new_ones(()) for n in names])
+            std = torch.where(std.isnan() | (std < self.std_floor), torch.ones_like(std), std)
+            return NFN(shapes, mean, std, self.mode, self.hidden_channels, d_out, hidden, n_hidden)
 
 
 class NFN(Baseline):

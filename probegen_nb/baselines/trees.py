@@ -1,5 +1,6 @@
 """StatNN's gradient-boosted-tree head (scikit-learn): fit on the train models' statistics, evaluated after every
-boosting stage so that `experiment.train` selects the stage count on the validation split, as it selects an epoch.
+boosting stage so that `experiment.train` selects the stage count on the validation split, as it selects an epoch
+(`baselines.statnn.TreesLearner` is the `Learner` around it).
 
 Trees are not torch modules: their run folder has no checkpoints (scikit-learn keeps models as pickles, which this
 project does not write), only the config, metrics and the test models' statistics and predictions.
@@ -13,8 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from probegen_nb.baselines.statnn import StatNNConfig
 
 
 @dataclass
@@ -62,14 +61,13 @@ class StatNNTrees:
         return int(sum(t.decision_path(x).nnz - 1 for t in self._trees()))
 
 
-def fit_trees(config: StatNNConfig, features: np.ndarray, labels: np.ndarray, n_classes: int | None,
-              seed: int) -> StatNNTrees:
+def fit_trees(n_trees: int, learning_rate: float, depth: int, features: np.ndarray, labels: np.ndarray,
+              n_classes: int | None, seed: int) -> StatNNTrees:
     """Gradient-boosted trees on features [N, F]: log-loss for classes, squared error for scalars (the losses of
-    the torch loop). Using all `config.n_trees` stages until the caller selects fewer."""
+    the torch loop). Using all `n_trees` stages until the caller selects fewer."""
     from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor  # 1 s to import: only here
 
     kind = GradientBoostingRegressor if n_classes is None else GradientBoostingClassifier
-    estimator = kind(n_estimators=config.n_trees, learning_rate=config.tree_learning_rate,
-                     max_depth=config.tree_depth, random_state=seed)
+    estimator = kind(n_estimators=n_trees, learning_rate=learning_rate, max_depth=depth, random_state=seed)
     estimator.fit(features, labels)
-    return StatNNTrees(estimator, n_classes, config.n_trees)
+    return StatNNTrees(estimator, n_classes, n_trees)

@@ -15,6 +15,7 @@ from probegen_nb.baselines.base import Baseline, mean_std, rows_params, shared_p
 from probegen_nb.core.arch.registry import ArchSpec
 from probegen_nb.core.arch.symmetry import permute_hidden, random_hidden_permutations, tied_layers
 from probegen_nb.core.zoo import AnyZoo
+from probegen_nb.methods.learner import init_from
 from probegen_nb.methods.predictor import Predictor
 
 
@@ -30,17 +31,23 @@ class WeightMLPConfig:
     augment: bool = False  # DWSNets' "MLP + aug" row (Table 1): a random hidden-neuron permutation per model per step
     std_floor: float = 1e-5  # a per-parameter std below this counts as 1 (NFN's normalisation, Zhou et al. 2023)
 
+    @property
+    def label(self) -> str:
+        """What a progress bar calls a run of it."""
+        return f"{self.kind}{' +aug' * self.augment}"
+
     def build(self, train_zoo: AnyZoo, d_out: int, hidden: int, n_hidden: int,
               generator: torch.Generator) -> WeightMLP:
         """The MLP, its normalisation fitted on `train_zoo`; permutations drawn from a stream seeded by `generator`."""
-        shapes = shared_param_shapes(train_zoo)
-        if self.augment:
-            for spec in train_zoo.specs:
-                tied_layers(spec)  # refuse, before training, an architecture whose units cannot be permuted
-        index = torch.arange(len(train_zoo), device=train_zoo.device)
-        mean, std = mean_std(flatten(rows_params(train_zoo, index), tuple(shapes)), self.std_floor)
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        return WeightMLP(tuple(shapes), mean, std, d_out, hidden, n_hidden, self.augment, seed)
+        with init_from(generator):  # the module's init: one draw of the run's generator
+            shapes = shared_param_shapes(train_zoo)
+            if self.augment:
+                for spec in train_zoo.specs:
+                    tied_layers(spec)  # refuse, before training, an architecture whose units cannot be permuted
+            index = torch.arange(len(train_zoo), device=train_zoo.device)
+            mean, std = mean_std(flatten(rows_params(train_zoo, index), tuple(shapes)), self.std_floor)
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            return WeightMLP(tuple(shapes), mean, std, d_out, hidden, n_hidden, self.augment, seed)
 
 
 class WeightMLP(Baseline):

@@ -129,7 +129,7 @@ def sections(fast: bool = False) -> dict[str, Section]:
 
 def section_sweep(section: Section, base: RunConfig, seeds: Sequence[int], folder: str | Path) -> Sweep:
     """The section's variants × seeds as one sweep in `folder/<key>`."""
-    runs = [SweepRun(v.name, replace(base, **{**section.base, **v.overrides}, seed=int(s)))
+    runs = [SweepRun(v.name, replace(base.override(section.base).override(v.overrides), seed=int(s)))
             for s in seeds for v in section.variants]
     return Sweep(section.key, runs, Path(folder) / section.key)
 

@@ -9,7 +9,6 @@ folders, and the numbers published on the public zoos to read the table against.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,6 +20,7 @@ from probegen_nb.baselines.nfn import NFNConfig
 from probegen_nb.baselines.statnn import StatNNConfig
 from probegen_nb.baselines.weight_mlp import WeightMLPConfig
 from probegen_nb.experiment.ablations import Section, SectionResult, Variant
+from probegen_nb.experiment.run_folder import read_metrics
 from probegen_nb.probes.coords import ProbeGenConfig, UniformConfig, VanillaConfig
 from probegen_nb.probes.dead_leaves import DeadLeavesConfig
 from probegen_nb.probes.images import ConvProbeGenConfig, ImageVanillaConfig
@@ -155,7 +155,7 @@ def training_curves(result: SectionResult, folder: str | Path) -> pd.DataFrame:
     for run in result.done.itertuples():
         if run.variant == TREES:
             continue
-        metrics = json.loads((Path(folder) / result.section.key / run.run_id / "metrics.json").read_text())
+        metrics = read_metrics(Path(folder) / result.section.key / run.run_id)
         for record in metrics["history"]:
             for split in ("val", "test"):
                 rows.append({"variant": run.variant, "seed": run.seed, "epoch": record["epoch"],

@@ -12,10 +12,10 @@ from typing import Any
 import pandas as pd
 
 from probegen_nb.core.engine import EngineConfig
-from probegen_nb.core.jobs import write_json_atomic
 from probegen_nb.core.zoo import AnyZoo
+from probegen_nb.experiment import run_folder as rf
 from probegen_nb.experiment.claims import Claim, ClaimError, check_claims
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.stats import compare_variants
 from probegen_nb.experiment.sweep import Sweep, grid, run_sweep
 from probegen_nb.probes.coords import ProbeGenConfig, UniformConfig, VanillaConfig
@@ -36,8 +36,8 @@ REPORTED = ("test_accuracy", "last_test_accuracy", "best_val_accuracy")  # summa
 def quickstart_config(zoo_dir: str, fast: bool = False, n_probes: int = 128, epochs: int = 30, seed: int = 0,
                       device: str = "auto") -> RunConfig:
     """The quickstart's run config; `fast` is CI's smoke mode (8 probes, 2 epochs, 256 train models)."""
-    return RunConfig(zoo_dir=zoo_dir, n_probes=8 if fast else n_probes, epochs=2 if fast else epochs,
-                     max_train_models=256 if fast else None, seed=seed, device=device)
+    return RunConfig(zoo_dir=zoo_dir, method=ProbingConfig(n_probes=8 if fast else n_probes),
+                     epochs=2 if fast else epochs, max_train_models=256 if fast else None, seed=seed, device=device)
 
 
 def quickstart_sweep(base: RunConfig, seeds: Sequence[int], folder: str | Path) -> Sweep:
@@ -89,5 +89,5 @@ def run_seeds(base: RunConfig, seeds: Sequence[int], folder: str | Path, engine:
                "reference": REFERENCE, "fast": fast, "failed_runs": int((results["status"] != "done").sum()),
                "summary": {m: table.reset_index().to_dict(orient="records") for m, table in comparisons.items()},
                "claims": claims, "claim_failures": failures}
-    write_json_atomic(Path(folder) / "summary.json", summary)
+    rf.write_json(Path(folder) / rf.SUMMARY_FILE, summary)
     return SeedsReport(results, comparisons, claims, failures)

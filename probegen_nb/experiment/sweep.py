@@ -18,39 +18,30 @@ the results do not depend on the engine. Two sweeps writing the same folder at o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
+from probegen_nb.baselines.registry import BASELINE_CONFIGS
 from probegen_nb.core.engine import EngineConfig, TaskError, map_tasks
-from probegen_nb.core.jobs import write_json_atomic, write_text_atomic
 from probegen_nb.core.zoo import AnyZoo
-from probegen_nb.core.zoo_io import load_zoo, zoo_fingerprint
-from probegen_nb.experiment.config import RunConfig
-from probegen_nb.experiment.runs import SWEEP_FILE, is_run_folder, resolve_zoo_dir
+from probegen_nb.core.zoo_io import load_zoo, resolve_zoo_dir, zoo_fingerprint
+from probegen_nb.experiment import run_folder as rf
+from probegen_nb.experiment.config import MethodConfig, ProbingConfig, RunConfig
+from probegen_nb.experiment.run_folder import FAILED_FILE, RESULTS_FILE, ZOO_FILE, is_run_folder, run_id
 from probegen_nb.experiment.train import train
 from probegen_nb.probes.registry import ProbeConfig
 
-RESULTS_FILE = "results.csv"
-FAILED_FILE = "failed.json"  # in a run folder: the error of a run that failed
-ZOO_FILE = "zoo.sha256"  # in a run folder: `zoo_fingerprint` of the zoo it was trained on (older runs lack it)
+__all__ = ["FAILED_FILE", "RESULTS_FILE", "ZOO_FILE", "Sweep", "SweepRun", "grid", "run_id", "run_sweep"]
 SUMMARY_KEYS = ("best_epoch", "flops_per_model", "n_params", "train_seconds")  # besides the metric's three numbers
-
-
-def run_id(config: RunConfig) -> str:
-    """12 hex digits of the SHA-256 of the config's sorted JSON: the same in every process (unlike `hash()`), and
-    different for any change of any field."""
-    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -90,39 +81,45 @@ class Sweep:
         """The run's `metrics.json`; a clear error when the run failed or has not finished."""
         folder = self.run_folder(run)
         if not is_run_folder(folder):
-            failed = folder / FAILED_FILE
-            why = json.loads(failed.read_text())["error"] if failed.is_file() else "it has not finished"
+            why = rf.read_failure(folder) or "it has not finished"
             raise RuntimeError(f"run {run.run_id} ({run.variant}, seed {run.config.seed}) has no results: {why}")
-        return json.loads((folder / "metrics.json").read_text())
+        return rf.read_metrics(folder)
 
 
-Variant = Mapping[str, Any] | ProbeConfig  # RunConfig field overrides, or just a probe config
+Variant = Mapping[str, Any] | ProbeConfig | MethodConfig  # RunConfig overrides, or a method or probe config
 
 
 def grid(base: RunConfig, variants: Mapping[str, Variant] | Sequence[Variant], seeds: Sequence[int]
          ) -> list[SweepRun]:
     """Every variant × every seed, seed by seed (so an interrupted sweep has whole seeds to compare).
 
-    `variants` maps a name to `RunConfig` field overrides, e.g. `{"probegen": {"probes": ProbeGenConfig()},
-    "q16": {"n_probes": 16}}` (a probe config alone stands for `{"probes": it}`); in a list, probe configs are
-    named by kind, overrides by their values."""
+    `variants` maps a name to overrides (`RunConfig.override`), e.g. `{"probegen": {"probes": ProbeGenConfig()},
+    "q16": {"n_probes": 16}, "trees": {"baseline": StatNNConfig()}}` (a probe config alone stands for
+    `{"probes": it}`, a method config for `{"method": it}`); in a list, configs are named by kind, overrides by
+    their values."""
     if isinstance(variants, Mapping):
         named = dict(variants)
     else:
         named = {_variant_name(v): v for v in variants}
         if len(named) < len(variants):
             raise ValueError(f"variants with the same name: {[_variant_name(v) for v in variants]}; pass a dict")
-    known = {f.name for f in fields(RunConfig)} - {"seed"}
-    overrides: dict[str, Mapping[str, Any]] = {}
+    configs: dict[str, RunConfig] = {}
     for name, v in named.items():
-        overrides[name] = v if isinstance(v, Mapping) else {"probes": v}
-        unknown = sorted(set(overrides[name]) - known)
-        if unknown:
-            raise ValueError(f"variant {name!r} overrides {unknown}: not RunConfig fields other than seed "
-                             f"(seeds come from `seeds`); known: {sorted(known)}")
+        overrides = v if isinstance(v, Mapping) else _method_override(v)
+        if "seed" in overrides:
+            raise ValueError(f"variant {name!r} overrides seed (seeds come from `seeds`)")
+        try:
+            configs[name] = base.override(overrides)
+        except ValueError as e:
+            raise ValueError(f"variant {name!r}: {e}") from e
     if not seeds:
         raise ValueError("grid: no seeds")
-    return [SweepRun(name, replace(base, **o, seed=int(seed))) for seed in seeds for name, o in overrides.items()]
+    return [SweepRun(name, replace(c, seed=int(seed))) for seed in seeds for name, c in configs.items()]
+
+
+def _method_override(v: ProbeConfig | MethodConfig) -> dict[str, Any]:
+    """A config given alone as a variant: a method (probing or a baseline), or a probe source."""
+    return {"method": v} if isinstance(v, (ProbingConfig, *BASELINE_CONFIGS.values())) else {"probes": v}
 
 
 def _variant_name(v: Variant) -> str:
@@ -135,8 +132,6 @@ def summarize_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The numbers of a `metrics.json` that go into `results.csv`: best-val metric, test metric at that epoch,
     last-step test metric, best epoch, FLOPs per model, trained parameters, train seconds."""
     name = metrics["metric"]
-    if "n_params" not in metrics:  # a probing run written before runs recorded it: probes + predictor is all of it
-        metrics = {**metrics, "n_params": metrics["probe_params"] + metrics["predictor_params"]}
     keys = (f"best_val_{name}", f"test_{name}", f"last_test_{name}", *SUMMARY_KEYS)
     return {k: metrics[k] for k in keys}
 
@@ -147,8 +142,7 @@ def train_task(config: RunConfig, folder: str, zoo_search: tuple[str, ...], zoo:
     `config.zoo_dir` (relative paths also from `zoo_search`) unless given (local engine); `fingerprint` (the
     zoo's, when its folder was found) is written first, so every finished run has it."""
     if fingerprint is not None:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        write_text_atomic(Path(folder) / ZOO_FILE, fingerprint + "\n")
+        rf.write_zoo_fingerprint(Path(folder), fingerprint)
     if zoo is None:
         zoo = load_zoo(resolve_zoo_dir(config.zoo_dir, zoo_search))
     return summarize_metrics(train(config, zoo, out_dir=folder, progress=False).metrics)
@@ -164,7 +158,8 @@ def run_sweep(sweep: Sweep, engine: EngineConfig = EngineConfig(), zoo: AnyZoo |
         raise ValueError(f"run_sweep: zoo= is for the local engine; {engine.kind} workers load config.zoo_dir")
     folder = sweep.folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / SWEEP_FILE, sweep_json(sweep))
+    rf.migrate_sweep_folder(folder)  # a folder written by older code: its runs renamed to today's ids, not retrained
+    rf.write_sweep(folder, sweep_json(sweep))
     varied = varied_fields([run.config for run in sweep.runs])
     rows: dict[str, dict[str, Any]] = {}
     pending: list[SweepRun] = []
@@ -179,10 +174,10 @@ def run_sweep(sweep: Sweep, engine: EngineConfig = EngineConfig(), zoo: AnyZoo |
     for run in sweep.runs:
         run_dir = folder / run.run_id
         if is_run_folder(run_dir):
-            summary = summarize_metrics(json.loads((run_dir / "metrics.json").read_text()))
+            summary = summarize_metrics(rf.read_metrics(run_dir))
             rows[run.run_id] = _row(run, varied, summary, None)
         elif not retry_failed and (run_dir / FAILED_FILE).is_file():
-            rows[run.run_id] = _row(run, varied, None, json.loads((run_dir / FAILED_FILE).read_text())["error"])
+            rows[run.run_id] = _row(run, varied, None, rf.read_failure(run_dir))
         else:
             if run_dir.exists():  # killed mid-way, or failed before: start again from nothing
                 shutil.rmtree(run_dir)
@@ -200,9 +195,7 @@ def run_sweep(sweep: Sweep, engine: EngineConfig = EngineConfig(), zoo: AnyZoo |
         for i, result in map_tasks(train_task, args, engine):
             run = pending[i]
             if isinstance(result, TaskError):
-                (folder / run.run_id).mkdir(exist_ok=True)
-                write_json_atomic(folder / run.run_id / FAILED_FILE,
-                                  {"error": str(result), "traceback": result.traceback})
+                rf.write_failure(folder / run.run_id, str(result), result.traceback)
                 rows[run.run_id] = _row(run, varied, None, str(result))
             else:
                 rows[run.run_id] = _row(run, varied, result, None)
@@ -230,10 +223,10 @@ def _zoo_fingerprints(sweep: Sweep) -> dict[str, str | None]:
 def _trained_on_another_zoo(run_dir: Path, current: str | None) -> bool:
     """Whether a finished run recorded a zoo fingerprint other than `current` (the zoo there now). A run written
     before sweeps recorded it, or a zoo that is not there now, cannot tell: read back as before."""
-    file = run_dir / ZOO_FILE
-    if current is None or not is_run_folder(run_dir) or not file.is_file():
+    recorded = rf.read_zoo_fingerprint(run_dir)
+    if current is None or not is_run_folder(run_dir) or recorded is None:
         return False
-    return file.read_text().strip() != current
+    return recorded != current
 
 
 def load_results(folder: str | Path) -> pd.DataFrame | None:
@@ -293,5 +286,5 @@ def _results_frame(sweep: Sweep, rows: Mapping[str, dict[str, Any]]) -> pd.DataF
 
 
 def _write_results(folder: Path, sweep: Sweep, rows: Mapping[str, dict[str, Any]]) -> None:
-    write_text_atomic(folder / RESULTS_FILE, _results_frame(sweep, rows).to_csv(index=False))
+    rf.write_results_csv(folder, _results_frame(sweep, rows).to_csv(index=False))
 

@@ -19,6 +19,7 @@ from probegen_nb.core.arch.cnn import CNNSpec
 from probegen_nb.core.arch.registry import forward
 from probegen_nb.core.arch.siren import SirenSpec, reconstruct
 from probegen_nb.core.zoo import AnyZoo, Zoo
+from probegen_nb.experiment.config import ProbingConfig
 from probegen_nb.experiment.evaluate import predict
 from probegen_nb.experiment.runs import LoadedRun
 from probegen_nb.probes.base import Activation
@@ -83,7 +84,8 @@ class Explorer:
             responses[name] = rep.reshape(len(test), model.probes.n_probes, -1)
             outputs[name] = out
         synthetic = []
-        if not any(r.config.probes.kind in SYNTHETIC_KINDS for r in runs.values()):
+        if not any(isinstance(r.config.method, ProbingConfig) and r.config.method.probes.kind in SYNTHETIC_KINDS
+                   for r in runs.values()):
             spec = test.specs[0]
             config = DeadLeavesConfig() if isinstance(spec, CNNSpec) else UniformConfig()
             name = f"{config.kind} (untrained)"

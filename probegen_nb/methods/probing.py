@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from probegen_nb.core.arch.cnn import cnn_forward_runs
 from probegen_nb.core.arch.registry import ArchSpec, forward
 from probegen_nb.core.zoo import AnyZoo, Batch, MixedZoo
+from probegen_nb.methods.learner import EpochFit, eval_outputs
 from probegen_nb.methods.predictor import Predictor
 from probegen_nb.probes.base import ProbeSource
 
@@ -20,11 +22,15 @@ class ProbingModel(nn.Module):
     """Represents each model by its outputs on the probes (concatenated in probe order) and predicts from that.
 
     The zoo's weights are inputs, never parameters: gradients flow through the batched forward into the probes.
+    A `methods.learner.Learner`: `probe_weight_decay` is the probe source's parameter group's.
     """
 
+    saves_checkpoints = True
+
     def __init__(self, specs: Sequence[ArchSpec], probes: ProbeSource, n_model_outputs: int, d_out: int,
-                 hidden: int, n_hidden: int) -> None:
+                 hidden: int, n_hidden: int, probe_weight_decay: float = 0.0) -> None:
         super().__init__()
+        self.probe_weight_decay = probe_weight_decay
         for spec in specs:
             check_probe_shape(probes, spec)
         self.specs = tuple(specs)
@@ -58,6 +64,44 @@ class ProbingModel(nn.Module):
 
     def predict_rows(self, zoo: AnyZoo, index: torch.Tensor) -> torch.Tensor:
         return self.predictor(self.represent_rows(zoo, index))
+
+    # --- the Learner protocol (methods.learner) ---
+
+    def self_fit(self, train_zoo: AnyZoo, labels: torch.Tensor, representations: torch.Tensor | None,
+                 seed: int) -> EpochFit | None:
+        return None  # trained by train()'s gradient steps
+
+    def n_epochs(self, configured: int) -> int:
+        return configured
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        return [{"params": list(self.probes.parameters()), "weight_decay": self.probe_weight_decay},
+                {"params": list(self.predictor.parameters()), "weight_decay": weight_decay}]
+
+    @torch.no_grad()
+    def represent_all(self, zoo: AnyZoo, batch_size: int = 1024) -> torch.Tensor:
+        """[M, Q·K] for all the zoo's models (zoo on the model's device), `batch_size` models at a time."""
+        probes = self.probes()  # [Q, *input_shape]: generated once for the whole zoo
+        index = torch.arange(len(zoo), device=probes.device)
+        reps = [self.represent_rows(zoo, i, probes) for i in index.split(batch_size)]
+        return torch.cat(reps) if reps else probes.new_zeros(0, self.rep_dim)
+
+    def predict_from(self, representations: torch.Tensor) -> torch.Tensor:
+        return eval_outputs(self, self.predictor, representations)
+
+    def predict_reps(self, representations: torch.Tensor) -> torch.Tensor:
+        return self.predictor(representations)
+
+    def flops_per_model(self, zoo: AnyZoo) -> int:
+        return flops_per_model(self, zoo)
+
+    def param_counts(self) -> dict[str, int]:
+        return {"probe_params": sum(p.numel() for p in self.probes.parameters()),
+                "predictor_params": sum(p.numel() for p in self.predictor.parameters()),
+                "n_params": sum(p.numel() for p in self.parameters())}
+
+    def snapshot(self) -> torch.Tensor | None:
+        return self.probes().detach().cpu()  # [Q, *input_shape]
 
 
 def shares_forwards(device: torch.device) -> bool:

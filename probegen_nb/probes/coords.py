@@ -5,7 +5,7 @@ fixed uniform or Gaussian points. Each variant is configured by a small frozen d
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -85,8 +85,7 @@ class ProbeGenConfig:
     width: int = 32  # hidden width of the generator
     depth: int = 2  # number of linear layers
     activation: Activation | None = None  # None: deep linear (ProbeGen); a name: the non-linear ablation
-    # added later: left out of the config's dict at its default, so earlier runs keep their ids (sweeps resume)
-    init_spread: float | None = field(default=None, metadata={"omit_at_default": True})
+    init_spread: float | None = None
 
     def __post_init__(self) -> None:
         if self.init_spread is not None and not self.init_spread > 0:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from typing import Any
 
 from probegen_nb.probes.coords import GaussianConfig, ProbeGenConfig, UniformConfig, VanillaConfig
@@ -18,13 +18,7 @@ PROBE_INPUTS: dict[str, str] = {c.kind: c.inputs for c in ProbeConfig.__args__} 
 
 
 def probe_config_to_dict(config: ProbeConfig) -> dict[str, Any]:
-    """The config as JSON values, without fields marked `omit_at_default` that hold their default (fields added
-    after runs existed: those runs' dicts, and so their run ids, stay as they were)."""
-    values = asdict(config)
-    for f in fields(config):
-        if f.metadata.get("omit_at_default") and values[f.name] == f.default:
-            del values[f.name]
-    return {"kind": config.kind, **values}
+    return {"kind": config.kind, **asdict(config)}
 
 
 def probe_config_from_dict(d: dict[str, Any]) -> ProbeConfig:

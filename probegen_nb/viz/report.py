@@ -7,7 +7,6 @@ Layout read: `<out_root>/<stem>.ipynb`, figures and `metrics.json` in `<out_root
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from probegen_nb.core.jobs import write_text_atomic
+from probegen_nb.experiment.run_folder import METRICS_FILE, read_json, run_labels
 
 Scalar = int | float | str | bool | None
 MAX_LIST = 8  # lists up to this long are shown inline; longer ones (per-epoch `history`) are only counted
@@ -65,20 +65,24 @@ def _notebook_section(out_root: Path, stem: str, i: int) -> str:
     if not folder.is_dir():
         parts.append('<p class="note">no output folder</p>')
         return "\n".join(parts) + "\n</section>"
-    if (folder / "metrics.json").is_file():
+    if (folder / METRICS_FILE).is_file():
         parts.append("<h3>metrics.json</h3>")
-        parts.append(_metrics_tables(_load_json(folder / "metrics.json")))
-    runs = sorted(d for d in folder.iterdir() if d.is_dir() and (d / "metrics.json").is_file())
+        parts.append(_metrics_tables(_load_json(folder / METRICS_FILE)))
+    runs = sorted(d for d in folder.iterdir() if d.is_dir() and (d / METRICS_FILE).is_file())
     if runs:
         parts.append("<h3>training runs</h3>")
-        parts.append(_runs_table(stem, runs, _sweep_labels(folder)))
+        try:
+            labels = run_labels(folder)
+        except (OSError, ValueError):  # an unreadable sweep.json: the runs keep their folder names
+            labels = {}
+        parts.append(_runs_table(stem, runs, labels))
     parts.extend(_figures(stem, folder))
     return "\n".join(parts) + "\n</section>"
 
 
 def _load_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except (OSError, ValueError) as e:
         return {"error": f"could not read {path.name}: {e}"}
 
@@ -166,14 +170,6 @@ def _metrics_tables(metrics: Any) -> str:
     if omitted:
         out.append(f'<p class="note">not shown: {escape(", ".join(omitted))}</p>')
     return "\n".join(out)
-
-
-def _sweep_labels(folder: Path) -> dict[str, str]:
-    """A sweep's run folders are named by a hash of their config (`sweep.json` lists them, see
-    `probegen_nb.experiment.sweep`): {folder name: "variant (seed k)"}, so the table says which run is which."""
-    listed = _load_json(folder / "sweep.json").get("runs", []) if (folder / "sweep.json").is_file() else []
-    return {r["run_id"]: f"{r['variant']} (seed {r['config']['seed']})" for r in listed
-            if isinstance(r, dict) and {"run_id", "variant", "config"} <= set(r)}
 
 
 def _runs_table(stem: str, runs: Sequence[Path], labels: dict[str, str] | None = None) -> str:
