@@ -12,9 +12,10 @@ import pytest
 
 from probegen_nb.app.docs import ResultsPage, SweepTable, page_markdown, pages, write_pages
 from probegen_nb.core.zoo import Zoo
-from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.config import ProbingConfig, RunConfig
+from probegen_nb.experiment.run_folder import read_results
 from probegen_nb.experiment.stats import paired_t_interval
-from probegen_nb.experiment.sweep import Sweep, grid, load_results, run_sweep
+from probegen_nb.experiment.sweep import Sweep, grid, run_sweep
 from probegen_nb.probes.coords import ProbeGenConfig, UniformConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,13 +68,13 @@ def test_a_missing_sweep_says_which_command_makes_it(tmp_path: Path) -> None:
 
 
 def test_a_sweep_becomes_its_table(class_shift_zoo: Zoo, tmp_path: Path) -> None:
-    base = RunConfig(n_probes=4, epochs=1, hidden=16, n_hidden=1, lr=3e-3, device="cpu")
+    base = RunConfig(method=ProbingConfig(n_probes=4), epochs=1, hidden=16, n_hidden=1, lr=3e-3, device="cpu")
     runs = grid(base, {"probegen": {"probes": ProbeGenConfig()}, "uniform": {"probes": UniformConfig()}}, [0, 1, 2])
     run_sweep(Sweep("tiny", runs, tmp_path / "runs" / "tiny"), zoo=class_shift_zoo, progress=False)
     page = ResultsPage("tiny", "Tiny", "make seeds", (SweepTable("Tiny sweep", "runs/tiny", "test_accuracy"),))
     text = page_markdown(page, tmp_path, revision="abc1234", today="2026-01-01")
     assert "produced by `make seeds`; commit abc1234; generated 2026-01-01; 6 finished runs of 6" in text
-    results = load_results(tmp_path / "runs" / "tiny")
+    results = read_results(tmp_path / "runs" / "tiny")
     assert isinstance(results, pd.DataFrame)
     acc = {v: g.set_index("seed")["test_accuracy"] for v, g in results.groupby("variant")}
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}

@@ -3,7 +3,7 @@
 A page is a list of sweeps (a folder under runs/ and the make target that writes it); each table gives mean ± std over
 seeds and the paired 95 % t interval against the reference (`experiment.stats`), and names the command, the commit
 and the date it was generated at. A sweep that has not run yet gives a line saying which command makes it, never an
-error, so the docs build on a fresh clone. Results are read only through `experiment.sweep.load_results`.
+error, so the docs build on a fresh clone. Results are read only through `experiment.run_folder.read_results`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from probegen_nb.core.jobs import write_text_atomic
 from probegen_nb.experiment.ablations import Section, compare_section, sections
 from probegen_nb.experiment.comparison import comparison_section
 from probegen_nb.experiment.quickstart import REFERENCE
+from probegen_nb.experiment.run_folder import read_results
 from probegen_nb.experiment.stats import compare_variants, verdict
-from probegen_nb.experiment.sweep import load_results
 
 REPO = Path(__file__).resolve().parents[2]
 METRIC = {"inr": "test_accuracy", "cnn": "test_kendall_tau"}  # the paper's metric per kind of zoo
@@ -103,7 +103,7 @@ def page_markdown(page: ResultsPage, repo: Path = REPO, revision: str | None = N
              "(`experiment.stats`); a difference is beyond seed noise only when its interval excludes 0.", ""]
     for table in page.tables:
         parts += [f"## {table.title}", ""]
-        results = load_results(repo / table.folder)
+        results = read_results(repo / table.folder)
         done = pd.DataFrame() if results is None else results[results["status"] == "done"]
         if results is None or done.empty:
             parts += [f"not generated yet: run `{page.command}` (it writes `{table.folder}/`), then `make docs`.", ""]

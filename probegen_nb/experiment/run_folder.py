@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -243,6 +244,13 @@ def read_sweep(folder: str | Path) -> dict[str, Any]:
 
 def write_results_csv(folder: Path, csv_text: str) -> None:
     write_text_atomic(folder / RESULTS_FILE, csv_text)
+
+
+def read_results(folder: str | Path) -> pd.DataFrame | None:
+    """A sweep folder's `results.csv` as `run_sweep` returned it, without running anything; None when the sweep has
+    not written one yet (the docs say "not generated yet" instead of failing)."""
+    path = Path(folder) / RESULTS_FILE
+    return pd.read_csv(path, keep_default_na=True) if path.is_file() else None
 
 
 def run_labels(folder: str | Path) -> dict[str, str]:

@@ -229,13 +229,6 @@ def _trained_on_another_zoo(run_dir: Path, current: str | None) -> bool:
     return recorded != current
 
 
-def load_results(folder: str | Path) -> pd.DataFrame | None:
-    """A sweep folder's `results.csv` as `run_sweep` returned it, without running anything; None when the sweep has
-    not written one yet (the docs say "not generated yet" instead of failing)."""
-    path = Path(folder) / RESULTS_FILE
-    return pd.read_csv(path, keep_default_na=True) if path.is_file() else None
-
-
 def sweep_json(sweep: Sweep) -> dict[str, Any]:
     """What `sweep.json` holds: the sweep's name, its variants (with their runs' ids) and every run's config."""
     variants: dict[str, list[str]] = {}
