@@ -4,10 +4,11 @@ import ast
 import json
 from pathlib import Path
 
+import nbformat
 import pytest
 from papermill.translators import PythonTranslator
 
-from probegen_nb.app.runner import NOTEBOOKS, run_notebook
+from probegen_nb.app.runner import NOTEBOOKS, run_notebook, widget_problems
 
 NOTEBOOK_FILES = sorted(NOTEBOOKS.glob("*.ipynb"))
 REQUIRED_PARAMETERS = {"fast", "device", "seed", "out_dir"}
@@ -51,11 +52,14 @@ def test_notebook_hygiene(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.stem)
-def test_notebook_runs_in_fast_mode(path: Path, tmp_path: Path) -> None:
+def test_notebook_runs_in_fast_mode(path: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter-data"))  # where the executed copy is signed
     out_nb = run_notebook(path.stem, tmp_path, {"fast": True, "seed": 0})
     executed = json.loads(out_nb.read_text())
     errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    # the executed copy renders in JupyterLab: every widget shown has its state stored, no raw `VBox(...)` repr
+    assert widget_problems(nbformat.reads(out_nb.read_text(), as_version=4)) == []
     metrics = json.loads((tmp_path / path.stem / "metrics.json").read_text())
     assert metrics["fast"] is True
     assert list((tmp_path / path.stem).glob("*.png")), "key figures are saved as files"
