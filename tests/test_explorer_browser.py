@@ -102,6 +102,16 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(5)
 
 
+# the sliders' (description, readout) and the inspector's two picked models, as the page shows them
+CONTROLS = """() => ({
+  sliders: [...document.querySelectorAll('.jp-OutputArea .widget-slider')].map(s =>
+    [s.querySelector('.widget-label').textContent, s.querySelector('.widget-readout').textContent]),
+  models: [...document.querySelectorAll('.jp-OutputArea .widget-dropdown')]
+    .filter(d => d.querySelector('.widget-label').textContent.startsWith('model '))
+    .map(d => d.querySelector('select').selectedOptions[0].textContent),
+})"""
+
+
 def test_explorer_in_jupyterlab(lab: tuple[str, Path], browser: Any) -> None:
     url, out_dir = lab
     errors: list[str] = []
@@ -119,6 +129,11 @@ def test_explorer_in_jupyterlab(lab: tuple[str, Path], browser: Any) -> None:
         page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status"
                                " === 'idle'", timeout=120_000)
 
+        page.wait_for_timeout(2_000)  # the page's answers to the kernel's last messages, if any, come back now
+        page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status"
+                               " === 'idle'", timeout=120_000)
+        controls = page.evaluate(CONTROLS)
+
         title = page.locator(".pg-replay .gtitle").first
         title.scroll_into_view_if_needed()
         before = title.text_content()
@@ -133,9 +148,21 @@ def test_explorer_in_jupyterlab(lab: tuple[str, Path], browser: Any) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.locator(".pg-replay").first.screenshot(path=str(SCREENSHOTS / "explorer_replay.png"))
         page.screenshot(path=str(SCREENSHOTS / "explorer_page.png"))
+        # save and reload: the notebook says how to get the views back (its live widgets need the kernel's Run All)
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        page.wait_for_timeout(1_000)
+        page.reload()
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        page.get_by_text("Run → Run All Cells", exact=False).first.wait_for(timeout=30_000)
+        how_to = page.locator(".jp-MarkdownOutput").first.inner_text()
     finally:
         page.close()
     assert "epoch 1 of" in after, after
+    # after Run All the controls are where the notebook built them: the wiring check moved copies, not these
+    latent = {name: value for name, value in controls["sliders"] if name.startswith("PC") or name == "t"}
+    assert latent and set(latent.values()) == {"0.00"}, controls
+    assert controls["models"][0] != controls["models"][1], controls
+    assert "model not found" in how_to and "Run All Cells" in how_to, how_to
     assert page.is_closed()
     assert points_before > 0
     assert (out_dir / "metrics.json").is_file(), "the last cell ran and saved the figures"
