@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from papermill.translators import PythonTranslator
 
-from probegen_nb.app.runner import NOTEBOOKS, run_notebook, widget_problems
+from probegen_nb.app.runner import NOTEBOOKS, lab_metadata, run_notebook, widget_problems, write_canonical
 
 NOTEBOOK_FILES = sorted(NOTEBOOKS.glob("*.ipynb"))
 REQUIRED_PARAMETERS = {"fast", "device", "seed", "out_dir"}
@@ -49,6 +49,34 @@ def test_notebook_hygiene(path: Path) -> None:
     parsed = {p.name: p for p in PythonTranslator.inspect({"source": src})}
     assert set(parsed) == names, f"papermill cannot parse {sorted(names - set(parsed))}"
     assert all(p.help for p in parsed.values())
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.stem)
+def test_notebook_is_as_jupyterlab_saves_it(path: Path, tmp_path: Path) -> None:
+    """Opening a committed notebook in JupyterLab and autosaving is a git no-op: its metadata is what JupyterLab
+    writes once the kernel has started (`lab_metadata`), and jupyter_server's save of the model its `get` reads
+    (autosave's path) gives the same bytes. Python's patch version is in `language_info`: another one is a
+    one-line diff (`write_canonical` rewrites it)."""
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+
+    model = FileContentsManager(root_dir=str(path.parent)).get(path.name, content=True)
+    FileContentsManager(root_dir=str(tmp_path)).save({"type": "notebook", "format": "json",
+                                                      "content": model["content"]}, path.name)
+    assert (tmp_path / path.name).read_bytes() == path.read_bytes()
+    metadata, lab = json.loads(path.read_text())["metadata"], lab_metadata()
+    assert metadata["kernelspec"] == lab["kernelspec"]
+    version = lab["language_info"].pop("version")
+    assert metadata["language_info"].pop("version").split(".")[:2] == version.split(".")[:2]
+    assert metadata["language_info"] == lab["language_info"]
+
+
+def test_negative_control_a_minimal_language_info_is_not_what_jupyterlab_saves(tmp_path: Path) -> None:
+    nb = json.loads(NOTEBOOK_FILES[0].read_text())
+    nb["metadata"]["language_info"] = {"name": "python"}
+    assert nb["metadata"]["language_info"] != lab_metadata()["language_info"]
+    (tmp_path / "nb.ipynb").write_text(json.dumps(nb))
+    write_canonical(tmp_path / "nb.ipynb")
+    assert (tmp_path / "nb.ipynb").read_bytes() == NOTEBOOK_FILES[0].read_bytes()
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.stem)

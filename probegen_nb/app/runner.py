@@ -190,6 +190,31 @@ def _register_engine() -> str:
     return ENGINE_NAME
 
 
+def lab_metadata() -> dict[str, Any]:
+    """A notebook's `kernelspec` and `language_info` as JupyterLab writes them once its python3 kernel has started
+    (the kernel's own language_info, Python's version included): committed notebooks carry exactly these, so that
+    opening one and letting JupyterLab autosave changes nothing in git."""
+    from ipykernel.ipkernel import IPythonKernel
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    return {"kernelspec": {"display_name": spec.display_name, "language": spec.language, "name": "python3"},
+            "language_info": dict(IPythonKernel.language_info)}
+
+
+def write_canonical(path: Path) -> None:
+    """Rewrite a notebook as JupyterLab saves it: `lab_metadata()`, nbformat 4.5 with cell ids, keys sorted, one-space
+    indent, a trailing newline (nbformat's writer, which jupyter_server's save uses)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.update(lab_metadata())
+    nbformat.validator.normalize(nb)
+    tmp = path.with_name(path.name + ".tmp")
+    nbformat.write(nb, tmp, version=4)
+    os.replace(tmp, path)
+
+
 def notebook_stem(name: str, notebooks_dir: Path = NOTEBOOKS) -> str:
     """`05_ablations`, `05_ablations.ipynb` or `notebooks/05_ablations.ipynb` → `05_ablations`; an unknown name is
     an error that lists the notebooks."""
