@@ -212,8 +212,8 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
         "probe_params": sum(p.numel() for p in model.probes.parameters()) if isinstance(model, ProbingModel) else 0,
         "predictor_params": sum(p.numel() for p in model.predictor.parameters()),
         "n_params": sum(p.numel() for p in model.parameters()),  # everything trained: probes or encoder + predictor
-        "threads": threads.finish(),  # the intra-op threads used and why (see core.threads.ThreadGovernor)
-        "device": describe_device(dev),
+        "threads": (used := threads.finish()),  # the intra-op threads used and why (see core.threads.ThreadGovernor)
+        "device": describe_device(dev, threads=int(used["threads"]) if used["threads"] else None),
         "config_sha256": config_digest(config),  # the completion record names the config it completes
     }
     if out is not None:
@@ -331,8 +331,8 @@ def _train_trees(config: RunConfig, zoo: AnyZoo, splits: dict[str, AnyZoo], trai
         "probe_params": 0,
         "predictor_params": trees.n_nodes(),  # nodes of the trees used: split (feature, threshold) or leaf value
         "n_params": trees.n_nodes(),
-        "threads": threads.finish(),
-        "device": describe_device(torch.device("cpu")),  # scikit-learn's trees run on the CPU
+        "threads": (used := threads.finish()),
+        "device": describe_device(torch.device("cpu"), threads=int(used["threads"] or 0) or None),  # sklearn: CPU
         "config_sha256": config_digest(config),
     }
     if out is not None:
