@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import probegen_nb.core.threads as core_threads
-from probegen_nb.core.device import describe_device
 from probegen_nb.core.arch.siren import SirenSpec
+from probegen_nb.core.device import describe_device
 from probegen_nb.core.threads import (
     THREADS_ENV,
     LoadSampler,
