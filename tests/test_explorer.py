@@ -334,3 +334,33 @@ def test_model_options_for_pickers(explorer: Explorer) -> None:
     last = len(explorer.labels) - 1
     options = explorer.model_options(ModelQuery(), limit=2, include=[last])
     assert [row for _, row in options] == [0, 1, last] and options[2][0] == explorer.describe(last)
+
+
+def test_figures_fit_their_cell_and_keep_a_png_width(explorer: Explorer) -> None:
+    """No view has a fixed width (1,000 px figures clipped at a 1280 px window): each takes its cell's width and
+    keeps the width it is drawn at in its PNG copy. Negative control: a fixed-width figure is seen."""
+    from probegen_nb.viz.browser import EXPORT_WIDTH, export_layout
+
+    a, b = example_models(explorer, 2)
+    figures = {"gallery": gallery_figure(explorer), "inspector": inspector_figure(explorer, (a, b)),
+               "replay": replay_figure(explorer), "representation": representation_figure(explorer),
+               "latent": latent_figure(explorer, [a, b]), "anatomy": anatomy_figure(explorer, None)}
+    for name, fig in figures.items():
+        assert fig.layout.width is None and fig.layout.autosize, name
+        width = export_layout(fig.to_dict())["layout"]["width"]
+        assert 600 <= width == fig.layout.meta[EXPORT_WIDTH], name
+    fixed = go.Figure(layout={"width": 1000})
+    assert fixed.layout.width == 1000 and export_layout(fixed.to_dict())["layout"]["width"] == 1000
+
+
+def test_the_representation_map_has_a_class_legend(explorer: Explorer) -> None:
+    fig = representation_figure(explorer)
+    legend = [t.name for t in fig.data if t.showlegend is not False]
+    if explorer.is_classification:
+        assert fig.layout.showlegend
+        assert legend == [f"class {c}" for c in sorted(set(explorer.labels.tolist()))]
+        colours = {t.name: t.marker.color for t in fig.data[2:]}
+        first = fig.data[0].marker.color  # each model's colour is its class's legend colour
+        assert all(colours[f"class {int(c)}"] == first[r] for r, c in enumerate(explorer.labels.tolist()))
+    else:  # accuracy: a colour bar, no legend
+        assert not fig.layout.showlegend and fig.data[0].marker.showscale

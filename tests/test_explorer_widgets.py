@@ -20,6 +20,7 @@ from probegen_nb.explore.widgets import (
     ReplayPanel,
     RepresentationPanel,
     check_wiring,
+    copies,
     simulate_click,
 )
 
@@ -144,6 +145,23 @@ def test_the_filter_lists_only_matching_models(explorer: Explorer) -> None:
     assert explorer.describe(inspector.pick_a.value) in inspector.figure.layout.title.text
 
 
+def test_a_filter_that_leaves_both_models_out_keeps_two_models(explorer: Explorer) -> None:
+    """Both pickers move into the filter on two different models (they both took its first model before)."""
+    inspector = InspectorPanel(explorer)
+    labels = explorer.labels.numpy()
+    a, b = inspector.selected
+    if explorer.is_classification:  # a class neither model is of
+        inspector.filter.value = next(c for c in range(explorer.test.task.n_classes) if c not in labels[[a, b]])
+    else:  # the worst and the best model shown, then the accuracies between theirs
+        values = np.unique(labels)
+        a, b = int(labels.argmin()), int(labels.argmax())
+        inspector.show(a, b)
+        inspector.filter.value = (float(values[1]), float(values[-2]))
+    listed = [v for _, v in inspector.pick_a.options]
+    assert len(listed) >= 2 and a not in listed and b not in listed
+    assert inspector.selected == tuple(listed[:2])
+
+
 def test_a_filter_that_matches_nothing_leaves_a_defined_state(explorer: Explorer) -> None:
     if explorer.is_classification:  # the first two test models are of classes 0 and 1: class 2 matches nothing
         explorer = Explorer.from_runs(explorer.runs, max_models=2)
@@ -235,3 +253,41 @@ def test_check_wiring_names_a_disconnected_view(explorer: Explorer, cut, message
     with pytest.raises(AssertionError) as failure:
         check_wiring(**p)
     assert str(failure.value) == message
+
+
+def test_the_notebooks_wiring_check_on_copies_leaves_the_shown_panels_unmoved(explorer: Explorer) -> None:
+    """Notebook 04 checks the wiring on `copies`: no control of the panels shown changes, even for a moment (in the
+    browser a moved control stayed moved after Run All). Negative control: the same check on the panels shown moves
+    them (and puts them back), which this recorder sees."""
+    p = panels(explorer)
+    figures = {name: traces(panel.figure) for name, panel in p.items()}
+    moves: list[str] = []
+    controls = [p["gallery"].slider, p["replay"].slider, p["inspector"].filter, p["inspector"].pick_a,
+                p["inspector"].pick_b, p["inspector"].by_id, *p["latent"].controls]
+    for control in controls:
+        control.observe(lambda change: moves.append(change["owner"].description), names="value")
+    shown = (p["inspector"].selected, [c.value for c in controls])
+    report = check_wiring(**copies(**p))
+    assert report.summary == "every view followed its controls" and len(report.followed) >= 10
+    assert moves == []
+    assert (p["inspector"].selected, [c.value for c in controls]) == shown
+    assert {name: traces(panel.figure) for name, panel in p.items()} == figures
+
+    check_wiring(**p)
+    assert {"probe", "epoch", "model A", "model B", "PC 1"} <= set(moves)
+
+
+def test_copies_start_where_the_shown_panels_are(explorer: Explorer) -> None:
+    p = panels(explorer)
+    p["gallery"].slider.value = 2
+    p["latent"].directions[0].value = 1.0
+    rows = next(r for r in range(len(explorer.labels)) if r not in p["inspector"].selected), 0
+    p["inspector"].show(*rows)
+    c = copies(**p)
+    assert c["gallery"].slider.value == 2 and c["latent"].directions[0].value == 1.0
+    assert c["inspector"].selected == rows and c["inspector"] is not p["inspector"]
+    def data(panels: dict) -> dict:  # each trace without its uid (random per figure)
+        return {n: [{k: v for k, v in t.to_plotly_json().items() if k != "uid"} for t in q.figure.data]
+                for n, q in panels.items()}
+
+    assert repr(data(c)) == repr(data(p))

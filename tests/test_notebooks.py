@@ -4,10 +4,11 @@ import ast
 import json
 from pathlib import Path
 
+import nbformat
 import pytest
 from papermill.translators import PythonTranslator
 
-from probegen_nb.app.runner import NOTEBOOKS, run_notebook
+from probegen_nb.app.runner import NOTEBOOKS, lab_metadata, run_notebook, widget_problems, write_canonical
 
 NOTEBOOK_FILES = sorted(NOTEBOOKS.glob("*.ipynb"))
 REQUIRED_PARAMETERS = {"fast", "device", "seed", "out_dir"}
@@ -51,11 +52,42 @@ def test_notebook_hygiene(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.stem)
-def test_notebook_runs_in_fast_mode(path: Path, tmp_path: Path) -> None:
+def test_notebook_is_as_jupyterlab_saves_it(path: Path, tmp_path: Path) -> None:
+    """Opening a committed notebook in JupyterLab and autosaving is a git no-op: its metadata is what JupyterLab
+    writes once the kernel has started (`lab_metadata`), and jupyter_server's save of the model its `get` reads
+    (autosave's path) gives the same bytes. Python's patch version is in `language_info`: another one is a
+    one-line diff (`write_canonical` rewrites it)."""
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+
+    model = FileContentsManager(root_dir=str(path.parent)).get(path.name, content=True)
+    FileContentsManager(root_dir=str(tmp_path)).save({"type": "notebook", "format": "json",
+                                                      "content": model["content"]}, path.name)
+    assert (tmp_path / path.name).read_bytes() == path.read_bytes()
+    metadata, lab = json.loads(path.read_text())["metadata"], lab_metadata()
+    assert metadata["kernelspec"] == lab["kernelspec"]
+    version = lab["language_info"].pop("version")
+    assert metadata["language_info"].pop("version").split(".")[:2] == version.split(".")[:2]
+    assert metadata["language_info"] == lab["language_info"]
+
+
+def test_negative_control_a_minimal_language_info_is_not_what_jupyterlab_saves(tmp_path: Path) -> None:
+    nb = json.loads(NOTEBOOK_FILES[0].read_text())
+    nb["metadata"]["language_info"] = {"name": "python"}
+    assert nb["metadata"]["language_info"] != lab_metadata()["language_info"]
+    (tmp_path / "nb.ipynb").write_text(json.dumps(nb))
+    write_canonical(tmp_path / "nb.ipynb")
+    assert (tmp_path / "nb.ipynb").read_bytes() == NOTEBOOK_FILES[0].read_bytes()
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.stem)
+def test_notebook_runs_in_fast_mode(path: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter-data"))  # where the executed copy is signed
     out_nb = run_notebook(path.stem, tmp_path, {"fast": True, "seed": 0})
     executed = json.loads(out_nb.read_text())
     errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    # the executed copy renders in JupyterLab: every widget shown has its state stored, no raw `VBox(...)` repr
+    assert widget_problems(nbformat.reads(out_nb.read_text(), as_version=4)) == []
     metrics = json.loads((tmp_path / path.stem / "metrics.json").read_text())
     assert metrics["fast"] is True
     assert list((tmp_path / path.stem).glob("*.png")), "key figures are saved as files"

@@ -10,6 +10,7 @@ import pytest
 
 from probegen_nb.app import runner
 from probegen_nb.app.runner import NotebookProgress, run_notebook
+from probegen_nb.explore.widgets import FALLBACK
 
 WARNING = "without encryption"
 PROBE = """import json, os, time
@@ -82,3 +83,45 @@ def test_negative_control_progress_stops_at_a_failing_cell(tmp_path: Path, capfd
     err = capfd.readouterr().err
     assert (seen[-1].done, seen[-1].total, seen[-1].failed) == (3, 4, True)
     assert "tiny: 3/4 cells" in err and "failed" in err and "4/4" not in err
+
+
+WIDGETS = """from IPython.display import display
+import ipywidgets as widgets
+import plotly.graph_objects as go
+from tqdm.auto import tqdm
+from probegen_nb.explore.widgets import View
+for _ in tqdm(range(7), desc="bar"):
+    pass
+figure = go.FigureWidget(go.Figure(go.Scatter(x=[1, 2], y=[3, 4])))
+unshown = widgets.IntSlider(value=5, description="never shown")
+display(View(widgets.VBox([widgets.IntSlider(value=3), figure]), "A view"))"""
+
+
+def test_executed_copy_stores_the_shown_widgets_state_and_is_trusted(tmp_path: Path, monkeypatch) -> None:
+    """The executed copy renders in JupyterLab: each widget output's model (and those it refers to) is in the stored
+    state, the tqdm bar at its end, no raw `VBox(...)` fallback; widgets never shown are not stored; it is signed.
+    Negative control: a widget displayed bare (no `View`) is reported by `widget_problems`."""
+    from nbformat.sign import NotebookNotary
+
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter-data"))  # the signature database
+    nbs = tiny_notebook(tmp_path / "nbs", last_cell=WIDGETS)
+    nb = nbformat.read(run_notebook("tiny", tmp_path / "out", notebooks_dir=nbs, progress=False), as_version=4)
+    assert runner.widget_problems(nb) == []
+    state = nb.metadata["widgets"][runner.WIDGET_STATE]["state"]
+    shown = [o["data"] for c in nb.cells for o in c.get("outputs", []) if runner.WIDGET_VIEW in o.get("data", {})]
+    assert len(shown) == 2  # the tqdm bar and the view
+    assert shown[1]["text/plain"] == FALLBACK.format(title="A view")
+    assert set(state) == runner.shown_widgets(nb)
+    assert not any(m["state"].get("description") == "never shown" for m in state.values())
+    bars = [m["state"] for m in state.values() if m["model_name"] == "FloatProgressModel"]
+    assert [(b["value"], b["max"]) for b in bars] == [(7, 7)]  # the final state, not 0 %
+    assert sum(m["model_name"] == "AnyModel" for m in state.values()) == 1  # the FigureWidget
+    assert NotebookNotary().check_signature(nb)
+
+    bare = nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output(
+        "display_data", data={"text/plain": "VBox(children=(IntSlider(value=3),))",
+                              runner.WIDGET_VIEW: {"model_id": "0" * 32, "version_major": 2, "version_minor": 0}})])
+    nb.cells.append(bare)
+    last = len(nb.cells) - 1
+    assert runner.widget_problems(nb) == [f"cell {last}: a raw widget repr 'VBox(children=(IntSlider(value=3),))'",
+                                          f"cell {last}: widget {'0' * 32} has no stored state"]

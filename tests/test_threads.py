@@ -15,6 +15,7 @@ import torch
 
 import probegen_nb.core.threads as core_threads
 from probegen_nb.core.arch.siren import SirenSpec
+from probegen_nb.core.device import describe_device
 from probegen_nb.core.threads import (
     THREADS_ENV,
     LoadSampler,
@@ -340,8 +341,9 @@ def test_contention_benchmark_smoke(tmp_path: Path) -> None:
 
 
 def test_a_seeded_run_does_not_depend_on_the_thread_count() -> None:
-    """The governor may change the intra-op threads mid-run, so a seed must give the same run at 1 and 2 threads
-    (it does at these op sizes: every reduction is within one thread's block); a run twice at the same count too."""
+    """The governor may change the intra-op threads mid-run, so a seed must give the same metrics at 1 and 2 threads
+    (it does at these op sizes: every reduction is within one thread's block); a run twice at the same count too.
+    The promise is for metrics, not weights (see core.threads)."""
     m = 96
     params = init_siren_params(SirenSpec(), m, torch.Generator().manual_seed(0))
     table = pd.DataFrame({"model_id": range(m), "split": ["train"] * 64 + ["val"] * 16 + ["test"] * 16,
@@ -358,3 +360,21 @@ def test_a_seeded_run_does_not_depend_on_the_thread_count() -> None:
         assert run.metrics["threads"]["threads"] == str(threads)
         histories.append(run.metrics["history"])
     assert histories[0] == histories[1]
+
+
+def test_describe_device_says_the_threads_a_run_uses(monkeypatch: pytest.MonkeyPatch, zoo: Zoo) -> None:
+    """`PROBEGEN_THREADS=1` runs said "cpu (2 threads)": the description read torch's count, which the governor
+    restores when the run ends. Negative control: under "auto" on a quiet machine it is torch's count, 2."""
+    cpu = torch.device("cpu")
+    assert describe_device(cpu) == "cpu (2 threads)"
+    monkeypatch.setenv(THREADS_ENV, "1")
+    assert describe_device(cpu) == "cpu (1 thread)"
+    run = train(RunConfig(epochs=1, method=ProbingConfig(n_probes=8), device="cpu"), zoo, progress=False)
+    assert run.metrics["device"] == "cpu (1 thread)" and torch.get_num_threads() == 2
+    set_threads(2)  # set_threads beats the environment
+    assert describe_device(cpu) == "cpu (2 threads)"
+    set_threads(None)
+    monkeypatch.delenv(THREADS_ENV)
+    fake_load(monkeypatch, 1.5)  # "auto" beside a busy neighbour: the run used one thread, and says so
+    assert train(RunConfig(epochs=1, method=ProbingConfig(n_probes=8), device="cpu"), zoo, progress=False).metrics["device"] == \
+        "cpu (1 thread)"

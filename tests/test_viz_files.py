@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from probegen_nb.viz.browser import chromium_path
+from probegen_nb.viz.browser import chromium_path, responsive
 from probegen_nb.viz.export import save_figure
 from probegen_nb.viz.figures import learning_curves
 
@@ -49,6 +49,16 @@ def test_plotly_figure_gives_html_and_png(tmp_path: Path, widget: bool) -> None:
     assert "cdn.plot.ly" not in written[0].read_text()
     _assert_not_blank(written[1])
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.skipif(not HAS_CHROMIUM, reason="no Chromium: plotly figures are HTML only")
+def test_a_responsive_figures_png_has_its_export_width(tmp_path: Path) -> None:
+    """A figure that takes its cell's width in a notebook is drawn `responsive(fig, W)` px wide in its PNG (scale 2);
+    negative control: without it, kaleido's default width."""
+    written = save_figure(responsive(_plotly_figure(), 900), tmp_path / "wide")
+    plain = save_figure(_plotly_figure(), tmp_path / "plain")
+    with Image.open(written[1]) as wide, Image.open(plain[1]) as default:
+        assert wide.size[0] == 1800 and default.size[0] != 1800
 
 
 def test_plotly_without_chromium_writes_html_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

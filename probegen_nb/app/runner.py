@@ -5,6 +5,10 @@ While a notebook runs, a tqdm bar per notebook shows its code cells done of tota
 start included, ticking during a long cell) and the cell running now. The kernel talks to us over IPC (Unix domain
 sockets in a private temporary folder) rather than TCP on localhost: nothing listens on a port, and ipykernel has no
 reason for its "Kernel is running over TCP without encryption" warning.
+
+An executed copy renders its views when opened in JupyterLab: the widgets' final state (tqdm bars at 100 %, sliders,
+plotly figures) is stored in it, pruned to the widgets its outputs show, and the copy is signed as trusted by this
+user (JupyterLab renders widget outputs only in a trusted notebook; otherwise it shows their text/plain fallback).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -45,6 +50,8 @@ KERNEL_TRANSPORT = "ipc" if os.name == "posix" else "tcp"
 ENGINE_NAME = "probegen_nb"  # papermill's nbclient engine, plus the progress bar
 BAR_FORMAT = "{desc}: {n_fmt}/{total_fmt} cells |{bar}| {elapsed}{postfix}"
 POSTFIX_WIDTH = 44
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +190,31 @@ def _register_engine() -> str:
     return ENGINE_NAME
 
 
+def lab_metadata() -> dict[str, Any]:
+    """A notebook's `kernelspec` and `language_info` as JupyterLab writes them once its python3 kernel has started
+    (the kernel's own language_info, Python's version included): committed notebooks carry exactly these, so that
+    opening one and letting JupyterLab autosave changes nothing in git."""
+    from ipykernel.ipkernel import IPythonKernel
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    return {"kernelspec": {"display_name": spec.display_name, "language": spec.language, "name": "python3"},
+            "language_info": dict(IPythonKernel.language_info)}
+
+
+def write_canonical(path: Path) -> None:
+    """Rewrite a notebook as JupyterLab saves it: `lab_metadata()`, nbformat 4.5 with cell ids, keys sorted, one-space
+    indent, a trailing newline (nbformat's writer, which jupyter_server's save uses)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.update(lab_metadata())
+    nbformat.validator.normalize(nb)
+    tmp = path.with_name(path.name + ".tmp")
+    nbformat.write(nb, tmp, version=4)
+    os.replace(tmp, path)
+
+
 def notebook_stem(name: str, notebooks_dir: Path = NOTEBOOKS) -> str:
     """`05_ablations`, `05_ablations.ipynb` or `notebooks/05_ablations.ipynb` → `05_ablations`; an unknown name is
     an error that lists the notebooks."""
@@ -267,8 +299,69 @@ def run_notebook(stem: str, out_root: str | Path, parameters: dict[str, Any] | N
         papermill.execute_notebook(str(notebooks_dir / f"{stem}.ipynb"), str(out_nb), parameters=params,
                                    engine_name=_register_engine(), kernel_name="python3", cwd=str(notebooks_dir),
                                    progress_bar=False, progress=_Progress(stem, progress, on_progress),
-                                   config=Config({"KernelManager": kernel}), store_widget_state=False)
+                                   config=Config({"KernelManager": kernel}), store_widget_state=True)
+    finish_executed(out_nb)
     return out_nb
+
+
+def shown_widgets(nb: Any) -> set[str]:
+    """The model ids of the widgets an executed notebook's outputs show, with every widget they refer to (a VBox's
+    children, a slider's style...), found in its stored widget state."""
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    todo = [o["data"][WIDGET_VIEW]["model_id"] for c in nb.cells for o in c.get("outputs", [])
+            if WIDGET_VIEW in o.get("data", {})]
+    shown: set[str] = set()
+    while todo:
+        model_id = todo.pop()
+        if model_id in shown or model_id not in state:
+            continue
+        shown.add(model_id)
+        todo += _references(state[model_id])
+    return shown
+
+
+def _references(model: dict[str, Any]) -> list[str]:
+    """The model ids a widget's stored state refers to ("IPY_MODEL_<id>")."""
+    return re.findall(r"IPY_MODEL_([0-9a-f]+)", json.dumps(model["state"]))
+
+
+RAW_REPRS = ("FigureWidget(", "VBox(", "HBox(")
+
+
+def widget_problems(nb: Any) -> list[str]:
+    """What JupyterLab would not render in an executed notebook, one line each: a widget output whose model is not
+    in the stored state ("model not found"), or whose text/plain fallback is a raw widget repr."""
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    problems = []
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            text = "".join(data.get("text/plain", ""))
+            if text.startswith(RAW_REPRS):
+                problems.append(f"cell {index}: a raw widget repr {text[:40]!r}")
+            if WIDGET_VIEW in data and data[WIDGET_VIEW]["model_id"] not in state:
+                problems.append(f"cell {index}: widget {data[WIDGET_VIEW]['model_id']} has no stored state")
+    for model_id in sorted(shown_widgets(nb)):
+        problems += [f"widget {model_id} refers to {m}, which has no stored state"
+                     for m in sorted(set(_references(state[model_id])) - set(state))]
+    return problems
+
+
+def finish_executed(path: Path) -> None:
+    """Drop the stored state of widgets no output shows (a plotly FigureWidget stores its 5 MB plotly.js in each
+    one; `check_wiring`'s copies are never shown), then sign the notebook: it is this user's own run."""
+    import nbformat
+    from nbformat.sign import NotebookNotary
+
+    nb = nbformat.read(path, as_version=4)
+    stored = nb.metadata.get("widgets", {}).get(WIDGET_STATE)
+    if stored is not None:
+        keep = shown_widgets(nb)
+        stored["state"] = {k: v for k, v in stored["state"].items() if k in keep}
+    NotebookNotary().sign(nb)
+    tmp = path.with_name(path.name + ".tmp")
+    nbformat.write(nb, tmp)
+    os.replace(tmp, path)
 
 
 def run_demo(out_root: str | Path, sequence: dict[str, dict[str, Any]] = DEMO_SEQUENCE,

@@ -9,6 +9,8 @@ import random
 import numpy as np
 import torch
 
+from probegen_nb.core.threads import fixed_threads
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """`"auto"` picks cuda > mps > cpu; anything else is passed to `torch.device` unchanged."""
@@ -31,12 +33,15 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def describe_device(device: torch.device) -> str:
-    """Human-readable name of a device, for metrics and READMEs (e.g. 'cpu (2 threads)')."""
+def describe_device(device: torch.device, threads: int | None = None) -> str:
+    """Human-readable name of a device, for metrics and READMEs (e.g. 'cpu (2 threads)'). On the CPU, the threads a
+    job uses: `threads` if given (what a finished run used), else a fixed setting (`set_threads`,
+    $PROBEGEN_THREADS), else torch's count (the most "auto" uses)."""
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        n = threads if threads is not None else fixed_threads() or torch.get_num_threads()
+        return f"cpu ({n} thread{'s' if n != 1 else ''})"
     return device.type
 
 

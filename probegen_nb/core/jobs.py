@@ -25,9 +25,28 @@ from safetensors.torch import load_file, save_file
 from probegen_nb.core.engine import EngineConfig, TaskError, map_tasks, run_task
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (os.umask sets it to read it, for a moment
+    in which another thread's files would get the wrong mode)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def share_mode(path: Path) -> None:
+    """Give a written file (or folder) the mode a plain `open` (`mkdir`) would: 0666 (0777) less the umask, 0644
+    (0755) usually. safetensors writes 0600 and mkdtemp 0700, which left checkpoints private to their writer."""
+    path.chmod((0o777 if path.is_dir() else 0o666) & ~umask())
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
+    share_mode(tmp)
     os.replace(tmp, path)
 
 
@@ -38,6 +57,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
+    share_mode(tmp)
     os.replace(tmp, path)
 
 

@@ -2,6 +2,11 @@
 
 Nothing happens at import: the process's choices and its /proc/stat sampler live in one `ThreadState`, created by the
 first call that needs it, and torch's thread count is only changed by a job's `ThreadGovernor`.
+
+What the thread count may change: the guarantee is for metrics, not weights. A seeded run's metrics (its history,
+the test metric) are identical at 1 and 2 threads (tested); its trained weights are not promised bit-identical, since
+a float sum split differently between threads can differ in the last bits (the tested INR run's weights happen to
+match too; nothing checks that larger runs' do).
 """
 
 from __future__ import annotations
@@ -142,6 +147,15 @@ def choose_threads(neighbour_cores: float | None, quiet_threads: int, n_cpus: in
         return quiet_threads
     taken = math.ceil(max(0.0, neighbour_cores - policy.busy_cores))
     return max(1, min(quiet_threads, n_cpus - taken))
+
+
+def fixed_threads() -> int | None:
+    """The intra-op threads a CPU job will use when they are fixed (`set_threads(N)`, else $PROBEGEN_THREADS=N);
+    None under "auto" (a job then uses up to torch's count, fewer on a busy machine)."""
+    for setting in (process_threads().override, parse_threads(os.environ.get(THREADS_ENV))):
+        if setting is not None:
+            return setting if isinstance(setting, int) else None
+    return None
 
 
 @dataclass

@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from probegen_nb.core.arch.registry import ArchSpec, spec_from_dict
+from probegen_nb.core.jobs import share_mode
 from probegen_nb.core.zoo import AnyZoo, MixedZoo, Task, Zoo, ZooFormatError
 
 FORMAT = "probegen-zoo"
@@ -94,7 +95,7 @@ def save_zoo(zoo: AnyZoo, folder: str | Path, overwrite: bool = False, weights_d
         raise FileExistsError(f"{folder} exists; pass overwrite=True to replace it")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would make the zoo private to its builder
+    share_mode(tmp)  # mkdtemp's 0700 would make the zoo private to its builder
     try:
         if isinstance(zoo, MixedZoo):
             tensors = {f"arch{g}.{k}": v for g, z in enumerate(zoo.groups) for k, v in z.params.items()}
@@ -117,7 +118,7 @@ def save_zoo(zoo: AnyZoo, folder: str | Path, overwrite: bool = False, weights_d
                 "build": zoo.info}
         (tmp / "zoo.json").write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
         for f in tmp.iterdir():
-            f.chmod(0o644)  # safetensors writes 0600; a zoo is data to share
+            share_mode(f)  # safetensors writes 0600; a zoo is data to share
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)

@@ -204,8 +204,8 @@ def run_metrics(config: RunConfig, model: Learner, zoo: AnyZoo, history: list[di
         "responses_cached": cached,  # fixed representations: computed once, the predictor trained on them
         "n_train_models": n_train,
         **model.param_counts(),  # probe_params, predictor_params, n_params (everything fitted)
-        "threads": threads.finish(),  # the intra-op threads used and why (see core.threads.ThreadGovernor)
-        "device": describe_device(device),
+        "threads": (used := threads.finish()),  # the intra-op threads used and why (see core.threads.ThreadGovernor)
+        "device": describe_device(device, threads=int(used["threads"]) if used["threads"] else None),
         "config_sha256": rf.config_digest(config),  # the completion record names the config it completes
     }
 

@@ -28,6 +28,7 @@ from probegen_nb.explore.compute import (
     pca_2d,
     probe_displacement,
 )
+from probegen_nb.viz.browser import responsive
 
 GAP = 2  # pixels between tiles of an image mosaic
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -128,8 +129,8 @@ def gallery_figure(ex: Explorer, selected: int = 0) -> go.Figure:
         _image_axes(fig)
     else:
         _square_axes(fig, 1, len(names))
-    fig.update_layout(height=360, width=max(700, 300 * len(names)), template="plotly_white",
-                      margin={"t": 70, "b": 10})
+    responsive(fig, max(700, 300 * len(names))).update_layout(height=360, template="plotly_white",
+                                                              margin={"t": 70, "b": 10})
     update_gallery(fig, ex, selected)
     return fig
 
@@ -174,7 +175,7 @@ def inspector_figure(ex: Explorer, rows: Sequence[int] = (0, 1)) -> go.Figure:
         fig.update_xaxes(showticklabels=False, row=r, col=1)
         fig.update_xaxes(title_text="probe", row=r, col=2)
         fig.update_yaxes(title_text="class" if ex.is_image else "output", row=r, col=2)
-    fig.update_layout(height=560, width=1000, template="plotly_white", showlegend=False, margin={"t": 90})
+    responsive(fig, 1000).update_layout(height=560, template="plotly_white", showlegend=False, margin={"t": 90})
     update_inspector(fig, ex, rows)
     return fig
 
@@ -240,7 +241,7 @@ def latent_figure(ex: Explorer, models: Sequence[int], i: int = 0, j: int = 1) -
                              marker_color=[PALETTE[int(ex.labels[m]) % 10] for m in models]), row=1, col=2)
         fig.update_yaxes(title_text="output at the probe", row=1, col=2)
         _square_axes(fig, 1, 1)
-    fig.update_layout(height=420, width=1000, template="plotly_white", showlegend=False, margin={"t": 80})
+    responsive(fig, 1000).update_layout(height=420, template="plotly_white", showlegend=False, margin={"t": 80})
     update_latent(fig, ex, models, i, j, 0.0, ())
     return fig
 
@@ -295,8 +296,8 @@ def replay_figure(ex: Explorer, epoch: int = 0, n_show: int = 16) -> go.Figure:
         _image_axes(fig)
     else:
         _square_axes(fig, 1, len(names))
-    fig.update_layout(height=380, width=max(600, 340 * len(names)), template="plotly_white", showlegend=False,
-                      margin={"t": 80})
+    responsive(fig, max(600, 340 * len(names))).update_layout(height=380, template="plotly_white",
+                                                              showlegend=False, margin={"t": 80})
     update_replay(fig, ex, epoch, n_show)
     return fig
 
@@ -351,7 +352,7 @@ def anatomy_figure(ex: Explorer, nonlinear: LatentGenerator | None = None) -> go
                                  name=f"{name} probes (eff. rank {a.probe_effective_rank[name]:.1f})"), row=1, col=2)
     fig.update_yaxes(type="log", range=[-4, 0.1])
     fig.update_xaxes(title_text="index")
-    fig.update_layout(height=420, width=1050, template="plotly_white", legend={"font": {"size": 10}},
+    responsive(fig, 1050).update_layout(height=420, template="plotly_white", legend={"font": {"size": 10}},
                       title="Generator anatomy: a deep linear generator is one low-rank affine map, so its probes "
                             "share a few directions")
     return fig
@@ -375,10 +376,18 @@ def representation_figure(ex: Explorer, run: str | None = None, selected: Sequen
                                hovertext=[ex.describe(r) for r in range(len(labels))], hoverinfo="text"))
     fig.add_trace(go.Scatter(x=[], y=[], mode="markers+text", textposition="top center", hoverinfo="skip",
                              marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 2}}))
-    fig.update_layout(height=480, width=620, template="plotly_white", showlegend=False,
-                      title=f"{run}: test models' responses, PCA ({ratio[0]:.0%} + {ratio[1]:.0%} of the variance); "
-                            "click a model to inspect it",
-                      xaxis_title="PC 1", yaxis_title="PC 2", title_font_size=12)
+    if ex.is_classification:  # the class legend: one empty trace per class (traces 0 and 1 keep their roles)
+        for c in np.unique(labels).tolist():
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"class {int(c)}",
+                                     marker={"size": 8, "color": PALETTE[int(c) % 10]}))
+    for trace in fig.data[:2]:
+        trace.showlegend = False
+    responsive(fig, 700).update_layout(height=480, template="plotly_white", showlegend=ex.is_classification,
+                                       legend={"title": {"text": "class"}, "itemclick": False,
+                                               "itemdoubleclick": False},
+                                       title=f"{run}: test models' responses, PCA ({ratio[0]:.0%} + "
+                                             f"{ratio[1]:.0%} of the variance); click a model to inspect it",
+                                       xaxis_title="PC 1", yaxis_title="PC 2", title_font_size=12)
     update_representation(fig, selected)
     return fig
 

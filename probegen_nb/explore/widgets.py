@@ -34,10 +34,38 @@ from probegen_nb.explore.views import (
 )
 
 NO_MATCH = "no test model matches the filter"
+FALLBACK = "{title}: an interactive view; open the notebook in JupyterLab (trusted, or after Run All) to see it"
 
 
-class GalleryPanel:
+class View:
+    """What a notebook displays for one view: its widget, with a one-line text/plain fallback naming the view.
+
+    JupyterLab shows the text/plain of a widget output where it cannot render the widget (an untrusted notebook, no
+    widget state): ipywidgets' default there is the whole widget tree's repr, `VBox(children=(... FigureWidget({...`,
+    kilobytes of figure data."""
+
+    def __init__(self, widget: widgets.Widget, title: str) -> None:
+        self.widget, self.title = widget, title
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle: dict[str, Any] = self.widget._repr_mimebundle_(**kwargs)
+        return {**bundle, "text/plain": FALLBACK.format(title=self.title)}
+
+
+class _Panel:
+    """Displays as its `.widget` (see `View`)."""
+
+    widget: widgets.Widget
+    title = "view"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        return View(self.widget, self.title)._repr_mimebundle_(**kwargs)
+
+
+class GalleryPanel(_Panel):
     """Probe gallery: a slider picks the probe that every probe set outlines."""
+
+    title = "Probe gallery"
 
     def __init__(self, ex: Explorer) -> None:
         self.ex = ex
@@ -50,12 +78,14 @@ class GalleryPanel:
         update_gallery(self.figure, self.ex, change["new"])
 
 
-class InspectorPanel:
+class InspectorPanel(_Panel):
     """Model inspector: a filter (class, or a range of the label) lists the models two pickers choose from; a model id
     typed in the text box, or a click on another view (`open_as_a`), opens that model as model A.
 
     When the filter matches nothing the pickers are empty (value None), the figure keeps the last pair and `status`
     says why; `listeners` hear every new pair shown (the representation map rings them)."""
+
+    title = "Model inspector"
 
     def __init__(self, ex: Explorer, start: Sequence[int] | None = None) -> None:
         self.ex = ex
@@ -127,10 +157,15 @@ class InspectorPanel:
             self.open_as_a(row)
 
     def _refilter(self, _: dict[str, Any]) -> None:
+        """A picker whose model the filter leaves out moves to a listed model other than the other picker's, so that
+        A and B stay two models while the filter lists two."""
         options = self.ex.model_options(self.query)
         values = [v for _, v in options]
-        for pick in (self.pick_a, self.pick_b):
-            keep = pick.value if pick.value in values else (values[0] if values else None)
+        a = self.pick_a.value if self.pick_a.value in values else None
+        b = self.pick_b.value if self.pick_b.value in values else None
+        a = a if a is not None else next((v for v in values if v != b), b)
+        b = b if b is not None else next((v for v in values if v != a), a)
+        for pick, keep in ((self.pick_a, a), (self.pick_b, b)):
             pick.options = options or [("no model matches", None)]
             pick.value = keep
         self.status.value = "" if options else NO_MATCH
@@ -142,8 +177,10 @@ class InspectorPanel:
                 listener(self.selected)
 
 
-class RepresentationPanel:
+class RepresentationPanel(_Panel):
     """Representation map: rings the inspector's two models; a click on a model opens it as the inspector's model A."""
+
+    title = "Representation map"
 
     def __init__(self, ex: Explorer, inspector: InspectorPanel) -> None:
         self.inspector = inspector
@@ -161,9 +198,11 @@ class RepresentationPanel:
         update_representation(self.figure, rows)
 
 
-class LatentPanel:
+class LatentPanel(_Panel):
     """Latent explorer: sliders move probe i's latent code towards probe j's (t) and along the latents' principal
     directions; the generated probe and the answers of `models` follow. Needs a run with a generator."""
+
+    title = "Latent explorer"
 
     def __init__(self, ex: Explorer, models: Sequence[int], n_directions: int = 3) -> None:
         self.ex, self.models = ex, list(models)
@@ -189,9 +228,11 @@ class LatentPanel:
                       [s.value for s in self.directions])
 
 
-class ReplayPanel:
+class ReplayPanel(_Panel):
     """Training replay: a slider over the saved epochs. The CSS classes `pg-replay-slider` and `pg-replay` let the
     browser test find the slider and the plot."""
+
+    title = "Training replay"
 
     def __init__(self, ex: Explorer) -> None:
         self.ex = ex
@@ -242,6 +283,29 @@ def _elsewhere(slider: widgets.ValueWidget, prefer: float | None = None) -> floa
     if prefer is not None and slider.value != prefer:
         return prefer
     return slider.max if slider.value != slider.max else slider.min
+
+
+def copies(gallery: GalleryPanel, inspector: InspectorPanel, representation: RepresentationPanel,
+           replay: ReplayPanel, latent: LatentPanel | None = None) -> dict[str, Any]:
+    """Fresh panels like these (same explorer, same settings), which no page shows, as `check_wiring`'s arguments.
+
+    Moving the shown panels, even when every control is put back, left them moved in a browser after Run All (the
+    latent sliders at +2, both pickers on one model): the page hears of each move. The notebook checks the wiring
+    on copies, so the panels a reader sees are never moved."""
+    g, i = GalleryPanel(gallery.ex), InspectorPanel(inspector.ex, start=inspector.selected)
+    g.slider.value = gallery.slider.value
+    i.filter.value = inspector.filter.value
+    if inspector.selected is not None:
+        i.show(*inspector.selected)
+    r = ReplayPanel(replay.ex)
+    r.slider.value = replay.slider.value
+    lat = None
+    if latent is not None:
+        lat = LatentPanel(latent.ex, latent.models, len(latent.directions))
+        for mine, theirs in zip(lat.controls, latent.controls, strict=True):
+            mine.value = theirs.value
+    return {"gallery": g, "inspector": i, "representation": RepresentationPanel(i.ex, i), "replay": r,
+            "latent": lat}
 
 
 def check_wiring(gallery: GalleryPanel, inspector: InspectorPanel, representation: RepresentationPanel,

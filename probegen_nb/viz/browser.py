@@ -16,6 +16,23 @@ from pathlib import Path
 from typing import Any
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+EXPORT_WIDTH = "export_width"  # layout.meta key: the width a responsive figure is drawn at in a PNG
+
+
+def responsive(fig: Any, width: int) -> Any:
+    """Let a plotly figure take the width of its notebook cell (no fixed width, which clipped at 1280 px) and keep
+    `width` px for its PNG copy (`write_plotly_png`); returns the figure."""
+    fig.update_layout(width=None, autosize=True, meta={EXPORT_WIDTH: width})
+    return fig
+
+
+def export_layout(fig_dict: dict[str, Any]) -> dict[str, Any]:
+    """The figure as a PNG draws it: a responsive figure at its export width."""
+    layout = fig_dict.get("layout", {})
+    meta = layout.get("meta")
+    if layout.get("width") is None and isinstance(meta, dict) and EXPORT_WIDTH in meta:
+        return {**fig_dict, "layout": {**layout, "width": meta[EXPORT_WIDTH]}}
+    return fig_dict
 
 # Why: pages we render are local files; a browser that phones home (updates, sync, metrics, DNS prefetch) would hang
 # or log errors on an offline machine and leak on an online one. Mapping every host to NOTFOUND makes an accidental
@@ -177,7 +194,7 @@ def write_plotly_png(fig: Any, out: str | Path, scale: float = 2.0, timeout: flo
     """
     global _session
     path = _require_chromium()
-    fig_dict = fig.to_dict() if hasattr(fig, "to_dict") else dict(fig)  # in the caller's thread (widgets)
+    fig_dict = export_layout(fig.to_dict() if hasattr(fig, "to_dict") else dict(fig))  # in the caller's thread
     with _session_lock:
         for attempt in range(RENDER_ATTEMPTS):
             if path in _failed_to_start:
