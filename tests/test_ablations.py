@@ -1,14 +1,18 @@
 """The ablation grids are the issue's, and their tables pair each variant with the right reference."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from probegen_nb.experiment.ablations import (
+    Ablations,
     Section,
     Variant,
     compare_section,
     describe,
     schedule_table,
+    section_claims,
     section_sweep,
     sections,
 )
@@ -100,6 +104,10 @@ def test_numeric_axes_compare_with_the_reference_at_the_same_x() -> None:
     assert text.startswith("The best test accuracy is 0.950 ± 0.000 (vanilla @ 16, 3 seeds).")
     assert "below probegen beyond seed noise: vanilla @ 8" in text
     assert "above probegen beyond seed noise: vanilla @ 16" in text
+    # one claim per non-reference row, against the reference at the same Q, read off its own interval
+    assert section_claims(AXIS, table, "test_accuracy") == [
+        "probegen @ 8 beats vanilla @ 8 on test_accuracy by +0.100 [+0.100, +0.100] over 3 seeds",
+        "vanilla @ 16 beats probegen @ 16 on test_accuracy by +0.050 [+0.050, +0.050] over 3 seeds"]
 
 
 def test_describe_calls_a_noisy_gap_noise() -> None:
@@ -108,6 +116,16 @@ def test_describe_calls_a_noisy_gap_noise() -> None:
     text = describe(s, compare_section(s, r, "test_accuracy"), "acc")
     assert "within seed noise of probegen" in text and "vanilla" in text.split("within seed noise")[1]
     assert "beyond seed noise" not in text
+    claims = section_claims(s, compare_section(s, r, "test_accuracy"), "test_accuracy")
+    assert len(claims) == 1 and "not distinguishable" in claims[0] and "beats" not in claims[0]
+
+
+def test_ablations_run_only_chosen_sections_and_name_an_unknown_one() -> None:
+    grid = sections()
+    plan = Ablations(grid, ["generator"], {}, [0], Path("unused"), {})
+    assert plan.run("spread") is None and plan.done == {}  # known, not chosen: nothing runs
+    with pytest.raises(ValueError, match="unknown ablation section 'sprad'"):
+        plan.run("sprad")
 
 
 def test_schedule_table_pairs_last_step_with_best_val() -> None:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from probegen_nb.core.engine import EngineConfig
 from probegen_nb.core.zoo import AnyZoo
+from probegen_nb.experiment.claims import PairedClaim, check_consistent
 from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.stats import compare_variants
 from probegen_nb.experiment.sweep import Sweep, SweepRun, run_sweep
@@ -166,6 +167,27 @@ def compare_section(section: Section, results: pd.DataFrame, metric: str) -> pd.
     return table.assign(method=[by_name[n].method for n in table.index], x=[by_name[n].x for n in table.index])
 
 
+def section_references(section: Section, table: pd.DataFrame) -> dict[str, str]:
+    """Each row's reference: the reference method at the row's x on a numeric axis (else its first variant)."""
+    refs = {}
+    for name, row in table.iterrows():
+        x = row["x"] if section.axis and pd.notna(row["x"]) else None
+        same_x = [v.name for v in section.variants if v.method == section.reference and v.x == x]
+        refs[str(name)] = same_x[0] if same_x else next(v.name for v in section.variants
+                                                        if v.method == section.reference)
+    return refs
+
+
+def section_claims(section: Section, table: pd.DataFrame, metric: str) -> list[str]:
+    """One sentence per variant that is not its own reference, read off its paired interval (`PairedClaim`), and
+    checked against the table (`check_consistent`) so a printed claim never outruns its interval."""
+    refs = section_references(section, table)
+    sentences = [PairedClaim(str(name), refs[str(name)], metric, int(row["n"]), float(row["diff"]),
+                             float(row["diff_low"]), float(row["diff_high"])).sentence
+                 for name, row in table.iterrows() if refs[str(name)] != name]
+    return check_consistent(sentences, table, refs)
+
+
 def schedule_table(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Section 7: for each variant, the test metric at the best-validation epoch and at the last step, and the
     paired difference last − best over seeds (bootstrap 95% interval)."""
@@ -235,6 +257,7 @@ class SectionResult:
     table: pd.DataFrame
     metric: str  # the column compared, e.g. "test_accuracy"
     summary: str  # the two sentences `describe` reads off the table
+    claims: list[str] = field(default_factory=list)  # one sentence per variant from its paired interval
 
     @property
     def done(self) -> pd.DataFrame:
@@ -249,4 +272,33 @@ def run_section(section: Section, base: RunConfig, seeds: Sequence[int], folder:
                         zoo=zoo if engine.kind == "local" else None, progress=progress)
     results = with_variant_columns(section, results)
     table = compare_section(section, results, metric)
-    return SectionResult(section, results, table, metric, describe(section, table, metric.replace("_", " ")))
+    return SectionResult(section, results, table, metric, describe(section, table, metric.replace("_", " ")),
+                         section_claims(section, table, metric))
+
+
+
+@dataclass
+class Ablations:
+    """Notebook 05's sections against one shared setup (bases per zoo kind, seeds, folder, engine, loaded zoos):
+    `run(key)` is a section's one call, and every finished section stays in `done` for the summary cells."""
+
+    grid: dict[str, Section]
+    chosen: Sequence[str]  # the keys to run; `run` of any other known key returns None
+    bases: dict[str, RunConfig]  # zoo kind → the run config every variant of its sections starts from
+    seeds: Sequence[int]
+    folder: Path
+    metrics: dict[str, str]  # zoo kind → the compared column, e.g. "test_accuracy"
+    engine: EngineConfig = EngineConfig()
+    zoos: dict[str, AnyZoo] = field(default_factory=dict)  # zoo kind → the loaded zoo (local engine)
+    done: dict[str, SectionResult] = field(default_factory=dict)
+
+    def run(self, key: str) -> SectionResult | None:
+        """Run (or resume) section `key` if it was chosen; None when it was not."""
+        if key not in self.grid:
+            raise ValueError(f"unknown ablation section {key!r}; known: {list(self.grid)}")
+        if key not in self.chosen:
+            return None
+        s = self.grid[key]
+        self.done[key] = run_section(s, self.bases[s.zoo], self.seeds, self.folder, self.metrics[s.zoo],
+                                     self.engine, self.zoos.get(s.zoo))
+        return self.done[key]

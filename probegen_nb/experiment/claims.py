@@ -115,14 +115,16 @@ def paired_claims(table: Any, reference: str, metric: str) -> list[PairedClaim]:
             for name, row in table.iterrows() if name != reference]
 
 
-def check_consistent(sentences: Sequence[str], table: Any, reference: str) -> list[str]:
+def check_consistent(sentences: Sequence[str], table: Any, reference: str | Mapping[str, str]) -> list[str]:
     """Each printed sentence says what its variant's row allows: BEATS only where the interval excludes 0 (and
     the named winner is on the interval's side), TIED only where it includes 0, no claim at one seed. Read from the
     text, so a sentence generator that ignores the interval is caught. Returns the sentences; raises `ClaimError`
-    naming every sentence its row contradicts."""
+    naming every sentence its row contradicts. `reference`: one for every row, or per row (variant → the row it
+    was compared with, e.g. the reference at the same x of an ablation's axis)."""
+    refs = {str(n): reference for n in table.index} if isinstance(reference, str) else dict(reference)
     failures = []
     for sentence in sentences:
-        named = [n for n in table.index if n != reference and str(n) in sentence]
+        named = [n for n in table.index if refs.get(str(n), str(n)) != str(n) and str(n) in sentence]
         name = max(named, key=lambda n: len(str(n))) if named else None  # "nfn-hnp lr=0.001" over "nfn-hnp"
         if name is None:
             failures.append(f"names no variant of the table: {sentence!r}")
@@ -132,7 +134,7 @@ def check_consistent(sentences: Sequence[str], table: Any, reference: str) -> li
         has_interval = n >= 2 and math.isfinite(low) and math.isfinite(high)
         if f" {BEATS} " in sentence:
             winner = sentence.split(f" {BEATS} ")[0].strip()
-            ok = has_interval and ((winner == str(name) and low > 0) or (winner == reference and high < 0))
+            ok = has_interval and ((winner == str(name) and low > 0) or (winner == refs[str(name)] and high < 0))
         elif TIED in sentence:
             ok = has_interval and low <= 0 <= high
         else:
