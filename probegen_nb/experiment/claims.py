@@ -1,9 +1,10 @@
-"""Notebooks check the claims they print: "ProbeGen beats vanilla probing" is asserted where it is measured.
+"""Notebooks check the claims they print: "ProbeGen beats vanilla probing" is said only where the run's own paired
+interval over seeds supports it, never from a margin copied from elsewhere.
 
-In full mode every claim must hold by more than its margin (the seed spread that README reports for those methods, so
-a pass is more than noise); in fast mode (a few epochs on a subset, where no ranking is meaningful) only that every
-number is finite and inside the metric's range. A failed check raises `ClaimError` listing every failure, so a
-headless run (papermill, CI) stops instead of printing a claim its own numbers contradict.
+Every number must be a finite metric (`check_finite`); every sentence is generated from a comparison row
+(`PairedClaim`) and checked against it (`check_consistent`); an ordering stated up front fails only where the
+intervals contradict it (`comparison_claims`). A failed check raises `ClaimError` listing every failure, so a headless
+run (papermill, CI) stops instead of printing a claim its own numbers contradict.
 """
 
 from __future__ import annotations
@@ -20,21 +21,9 @@ class ClaimError(AssertionError):
     """A notebook's numbers contradict a claim it makes (or are not numbers at all)."""
 
 
-@dataclass(frozen=True)
-class Claim:
-    """`better` beats `worse` on the checked metric by more than `margin` (in the metric's units)."""
-
-    better: str  # method name, a key of the results
-    worse: str  # method name it must beat
-    margin: float  # required gap, e.g. the larger seed std of the two as README reports it
-    why: str = ""  # where the margin comes from, shown in the report
-
-
-def check_claims(results: Mapping[str, Mapping[str, Any]], key: str, claims: Sequence[Claim],
-                 fast: bool) -> list[str]:
-    """Check `results[method][key]` (e.g. key "test_accuracy") for every method; in full mode also every claim.
-
-    Returns one human-readable line per check; raises `ClaimError` naming every check that failed."""
+def check_finite(results: Mapping[str, Mapping[str, Any]], key: str) -> list[str]:
+    """Every method's `results[method][key]` (e.g. key "test_accuracy") is a finite number inside the metric's
+    range. Returns one line per method; raises `ClaimError` naming every method whose number is not."""
     metric = next((m for m in METRIC_RANGE if key.endswith(m)), None)
     if metric is None:
         raise ValueError(f"cannot tell the metric of {key!r}; known: {sorted(METRIC_RANGE)}")
@@ -46,17 +35,8 @@ def check_claims(results: Mapping[str, Mapping[str, Any]], key: str, claims: Seq
         ok = isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high
         line = f"{method}: {key} = {value!r} is finite and in [{low:g}, {high:g}]"
         (lines if ok else failures).append(line if ok else f"FAILED {line}")
-    if not fast:
-        for claim in claims:
-            for name in (claim.better, claim.worse):
-                if name not in results:
-                    raise ValueError(f"claim names method {name!r}, but the results hold {sorted(results)}")
-            gap = results[claim.better][key] - results[claim.worse][key]
-            line = (f"{claim.better} beats {claim.worse} on {key} by {gap:+.4f} (needs > {claim.margin:g}"
-                    f"{'; ' + claim.why if claim.why else ''})")
-            (lines if gap > claim.margin else failures).append(line if gap > claim.margin else f"FAILED {line}")
     if failures:
-        raise ClaimError("the numbers contradict the notebook's claims:\n" + "\n".join(failures))
+        raise ClaimError("the notebook's numbers are not all finite metrics:\n" + "\n".join(failures))
     return lines
 
 
@@ -144,3 +124,26 @@ def check_consistent(sentences: Sequence[str], table: Any, reference: str | Mapp
     if failures:
         raise ClaimError("printed claims that the run's own intervals do not support:\n" + "\n".join(failures))
     return list(sentences)
+
+
+def comparison_claims(table: Any, reference: str, metric: str,
+                      expected: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """The sentences a comparison supports against `reference` (`paired_claims`, checked by `check_consistent`).
+    `expected` (winner, loser) pairs, one of them the reference, are orderings the notebook states up front (the
+    paper's): a ClaimError names each that the run's intervals contradict (the expected loser ahead beyond noise);
+    an interval that includes 0, or one seed, contradicts nothing."""
+    sentences = check_consistent([c.sentence for c in paired_claims(table, reference, metric)], table, reference)
+    contradicted = []
+    for winner, loser in expected:
+        if reference not in (winner, loser):
+            raise ValueError(f"expected ordering {winner} > {loser} does not involve the reference {reference!r}")
+        other = loser if winner == reference else winner
+        if other not in table.index:
+            raise ValueError(f"expected ordering names {other!r}, but the comparison holds {list(table.index)}")
+        row = table.loc[other]
+        lost = row["diff_low"] > 0 if winner == reference else row["diff_high"] < 0  # diff = other − reference
+        if int(row["n"]) >= 2 and lost:
+            contradicted.append(f"expected {winner} > {loser}, but {next(s for s in sentences if other in s)}")
+    if contradicted:
+        raise ClaimError("the run's intervals contradict the expected ordering:\n" + "\n".join(contradicted))
+    return sentences
