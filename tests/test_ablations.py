@@ -1,11 +1,13 @@
 """The ablation grids are the issue's, and their tables pair each variant with the right reference."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from probegen_nb.experiment.ablations import (
+    SMOKE_AXES,
     Ablations,
     Section,
     Variant,
@@ -61,15 +63,18 @@ def test_the_grids_are_the_papers_ablations() -> None:
         assert len({v.name for v in s.variants}) == len(s.variants)
 
 
-def test_fast_grids_are_small_subsets() -> None:
-    full, fast = sections(), sections(fast=True)
-    assert fast.keys() == full.keys()
+def test_smoke_grids_are_small_subsets() -> None:
+    full, smoke = sections(), sections(SMOKE_AXES)
+    assert smoke.keys() == full.keys()
     for key in full:
-        assert len(fast[key].variants) < len(full[key].variants)
+        assert len(smoke[key].variants) < len(full[key].variants)
+    assert [v.name for v in smoke["image_sources"].variants] == list(SMOKE_AXES.image_sources)
+    with pytest.raises(ValueError, match=r"unknown image sources \['noise'\]"):
+        sections(replace(SMOKE_AXES, image_sources=("probegen", "noise")))
 
 
 def test_section_sweep_is_variants_times_seeds_with_the_overrides() -> None:
-    s = sections(fast=True)["image_sources"]
+    s = sections(SMOKE_AXES)["image_sources"]
     sweep = section_sweep(s, RunConfig(epochs=3), [0, 1, 2], "/tmp/x")
     assert len(sweep.runs) == 3 * len(s.variants)
     assert {r.config.n_probes for r in sweep.runs} == {8}  # the section's base
