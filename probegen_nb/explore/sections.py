@@ -1,5 +1,5 @@
 """A comparison section shown in a notebook: its figure (saved beside the runs), its table with the paired
-intervals, and the sentences read off them, so each section of notebooks 05 and 06 is one call and one display."""
+intervals, and the sentences read off them, so each section of notebook 05 is one call and one display."""
 
 from __future__ import annotations
 
