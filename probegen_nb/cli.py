@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--out", type=Path, default=REPO / "runs", help="the executed notebook goes to OUT/<name>.ipynb, "
                                                                   "its figures and metrics to OUT/<name>/")
     n.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="a parameter of the notebook's parameters cell, read as the type it declares (fast=false, "
+                   help="a parameter of the notebook's parameters cell, read as the type it declares (seed=7, "
                         "epochs=3, address=None); an unknown name is an error, e.g. --set engine=dask")
     d = sub.add_parser("demo", help="run the notebook sequence headlessly")
     d.add_argument("--out", type=Path, default=REPO / "runs" / "demo")
@@ -121,8 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, help="sweep folder (rerun to resume); default: runs/<notebook>_seeds")
     r.add_argument("--zoo", type=Path, default=REPO / "data" / "zoos" / "mnist-inr-small", help="zoo folder")
     add_engine_arguments(r, "run")
-    r.add_argument("--fast", action="store_true", help="the notebook's smoke mode: 8 probes, 2 epochs, 256 train "
-                                                       "models; claims checked only for finite numbers")
     r.add_argument("--n-probes", type=int, default=QUICKSTART_PROTOCOL["n_probes"])
     r.add_argument("--epochs", type=int, default=QUICKSTART_PROTOCOL["epochs"])
     r.add_argument("--max-train-models", type=int, help="use only the first N train models")
@@ -308,21 +306,17 @@ def build_engine(args: argparse.Namespace) -> EngineConfig | None:
 
 def seeds_command(args: argparse.Namespace) -> None:
     """The quickstart over seeds through `experiment.quickstart.run_seeds`; exits non-zero when a claim fails."""
-    from dataclasses import replace
-
     from probegen_nb.core.engine import EngineConfig
     from probegen_nb.core.zoo_io import load_zoo
     from probegen_nb.experiment import quickstart
     from probegen_nb.experiment.stats import format_comparison
 
     out = args.out or REPO / "runs" / f"{args.notebook}_seeds"
-    base = quickstart.quickstart_config(str(args.zoo), fast=args.fast, n_probes=args.n_probes, epochs=args.epochs,
-                                        device=args.device)
-    if args.max_train_models is not None:
-        base = replace(base, max_train_models=args.max_train_models)
+    base = quickstart.quickstart_config(str(args.zoo), n_probes=args.n_probes, epochs=args.epochs,
+                                        max_train_models=args.max_train_models, device=args.device)
     engine = EngineConfig(kind=args.engine, address=args.address, n_workers=args.workers)
     zoo = load_zoo(args.zoo) if engine.kind == "local" else None  # dask workers load it themselves
-    report = quickstart.run_seeds(base, args.seeds, out, engine, zoo=zoo, fast=args.fast)
+    report = quickstart.run_seeds(base, args.seeds, out, engine, zoo=zoo)
     for row in report.results[report.results["status"] != "done"].itertuples():
         print(f"FAILED run {row.run_id} ({row.variant}, seed {row.seed}): {row.error}")
     for metric, table in report.comparisons.items():

@@ -1,14 +1,20 @@
 """The ablation grids are the issue's, and their tables pair each variant with the right reference."""
 
+from dataclasses import replace
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from probegen_nb.experiment.ablations import (
+    SMOKE_AXES,
+    Ablations,
     Section,
     Variant,
     compare_section,
     describe,
     schedule_table,
+    section_claims,
     section_sweep,
     sections,
 )
@@ -57,15 +63,18 @@ def test_the_grids_are_the_papers_ablations() -> None:
         assert len({v.name for v in s.variants}) == len(s.variants)
 
 
-def test_fast_grids_are_small_subsets() -> None:
-    full, fast = sections(), sections(fast=True)
-    assert fast.keys() == full.keys()
+def test_smoke_grids_are_small_subsets() -> None:
+    full, smoke = sections(), sections(SMOKE_AXES)
+    assert smoke.keys() == full.keys()
     for key in full:
-        assert len(fast[key].variants) < len(full[key].variants)
+        assert len(smoke[key].variants) < len(full[key].variants)
+    assert [v.name for v in smoke["image_sources"].variants] == list(SMOKE_AXES.image_sources)
+    with pytest.raises(ValueError, match=r"unknown image sources \['noise'\]"):
+        sections(replace(SMOKE_AXES, image_sources=("probegen", "noise")))
 
 
 def test_section_sweep_is_variants_times_seeds_with_the_overrides() -> None:
-    s = sections(fast=True)["image_sources"]
+    s = sections(SMOKE_AXES)["image_sources"]
     sweep = section_sweep(s, RunConfig(epochs=3), [0, 1, 2], "/tmp/x")
     assert len(sweep.runs) == 3 * len(s.variants)
     assert {r.config.method.n_probes for r in sweep.runs} == {8}  # the section's base
@@ -100,6 +109,10 @@ def test_numeric_axes_compare_with_the_reference_at_the_same_x() -> None:
     assert text.startswith("The best test accuracy is 0.950 ± 0.000 (vanilla @ 16, 3 seeds).")
     assert "below probegen beyond seed noise: vanilla @ 8" in text
     assert "above probegen beyond seed noise: vanilla @ 16" in text
+    # one claim per non-reference row, against the reference at the same Q, read off its own interval
+    assert section_claims(AXIS, table, "test_accuracy") == [
+        "probegen @ 8 beats vanilla @ 8 on test_accuracy by +0.100 [+0.100, +0.100] over 3 seeds",
+        "vanilla @ 16 beats probegen @ 16 on test_accuracy by +0.050 [+0.050, +0.050] over 3 seeds"]
 
 
 def test_describe_calls_a_noisy_gap_noise() -> None:
@@ -108,6 +121,16 @@ def test_describe_calls_a_noisy_gap_noise() -> None:
     text = describe(s, compare_section(s, r, "test_accuracy"), "acc")
     assert "not distinguishable from probegen at 3 seeds" in text and "vanilla" in text.split("3 seeds")[-1]
     assert "beyond seed noise" not in text
+    claims = section_claims(s, compare_section(s, r, "test_accuracy"), "test_accuracy")
+    assert len(claims) == 1 and "not distinguishable" in claims[0] and "beats" not in claims[0]
+
+
+def test_ablations_run_only_chosen_sections_and_name_an_unknown_one() -> None:
+    grid = sections()
+    plan = Ablations(grid, ["generator"], {}, [0], Path("unused"), {})
+    assert plan.run("spread") is None and plan.done == {}  # known, not chosen: nothing runs
+    with pytest.raises(ValueError, match="unknown ablation section 'sprad'"):
+        plan.run("sprad")
 
 
 def test_schedule_table_pairs_last_step_with_best_val() -> None:

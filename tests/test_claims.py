@@ -1,44 +1,41 @@
-"""The claims checker: fails when the numbers contradict a claim, passes when they hold beyond the margin."""
+"""The finiteness check and the expected orderings: a run fails only where its own numbers contradict a claim."""
 
+import math
+
+import pandas as pd
 import pytest
 
-from probegen_nb.experiment.claims import Claim, ClaimError, check_claims
-
-RESULTS = {"probegen": {"test_accuracy": 0.92}, "uniform": {"test_accuracy": 0.885},
-           "vanilla": {"test_accuracy": 0.80}}
-CLAIMS = [Claim("probegen", "uniform", 0.015), Claim("probegen", "vanilla", 0.028)]
+from probegen_nb.experiment.claims import ClaimError, check_finite, comparison_claims
 
 
-def test_claims_that_hold_pass_and_are_reported() -> None:
-    lines = check_claims(RESULTS, "test_accuracy", CLAIMS, fast=False)
-    assert len(lines) == 3 + 2
-    assert "probegen beats uniform on test_accuracy by +0.0350" in lines[3]
+def table(rows: dict[str, tuple[int, float, float, float]]) -> pd.DataFrame:
+    """variant → (n, diff, diff_low, diff_high), as `compare_variants` writes them."""
+    return pd.DataFrame([{"variant": v, "n": n, "diff": d, "diff_low": lo, "diff_high": hi}
+                         for v, (n, d, lo, hi) in rows.items()]).set_index("variant")
 
 
-def test_a_gap_within_the_margin_fails() -> None:
-    close = {**RESULTS, "uniform": {"test_accuracy": 0.91}}  # a gap of 0.01 < the 0.015 margin
-    with pytest.raises(ClaimError, match="FAILED probegen beats uniform"):
-        check_claims(close, "test_accuracy", CLAIMS, fast=False)
-
-
-def test_a_reversed_ranking_fails_and_every_failure_is_listed() -> None:
-    reversed_ = {"probegen": {"test_accuracy": 0.5}, "uniform": {"test_accuracy": 0.9},
-                 "vanilla": {"test_accuracy": 0.8}}
-    with pytest.raises(ClaimError) as e:
-        check_claims(reversed_, "test_accuracy", CLAIMS, fast=False)
-    assert str(e.value).count("FAILED") == 2
-
-
-def test_fast_mode_checks_only_range_and_finiteness() -> None:
-    reversed_ = {"probegen": {"test_kendall_tau": -0.2}, "vanilla": {"test_kendall_tau": 0.3}}
-    assert len(check_claims(reversed_, "test_kendall_tau", [Claim("probegen", "vanilla", 0.0)], fast=True)) == 2
-    for bad in (float("nan"), 1.5, None):
+def test_finite_numbers_in_range_pass_and_anything_else_fails() -> None:
+    lines = check_finite({"probegen": {"test_kendall_tau": -0.2}, "vanilla": {"test_kendall_tau": 0.3}},
+                         "test_kendall_tau")
+    assert len(lines) == 2 and "probegen: test_kendall_tau = -0.2 is finite and in [-1, 1]" in lines
+    for bad in (math.nan, 1.5, None, "0.9"):
         with pytest.raises(ClaimError, match="FAILED probegen"):
-            check_claims({"probegen": {"test_kendall_tau": bad}}, "test_kendall_tau", [], fast=True)
+            check_finite({"probegen": {"test_kendall_tau": bad}}, "test_kendall_tau")
+    with pytest.raises(ValueError, match="cannot tell the metric of 'test_loss'"):
+        check_finite({"probegen": {"test_loss": 0.1}}, "test_loss")
 
 
-def test_unknown_metric_or_method_is_refused() -> None:
-    with pytest.raises(ValueError, match="cannot tell the metric"):
-        check_claims(RESULTS, "test_loss", CLAIMS, fast=True)
-    with pytest.raises(ValueError, match="'dead-leaves'"):
-        check_claims(RESULTS, "test_accuracy", [Claim("probegen", "dead-leaves", 0.0)], fast=False)
+def test_an_expected_ordering_fails_only_when_the_interval_contradicts_it() -> None:
+    ahead = table({"probegen": (3, 0, 0, 0), "vanilla": (3, -0.03, -0.05, -0.01)})
+    tied = table({"probegen": (3, 0, 0, 0), "vanilla": (3, 0.01, -0.01, 0.03)})
+    behind = table({"probegen": (3, 0, 0, 0), "vanilla": (3, 0.03, 0.01, 0.05)})
+    one_seed = table({"probegen": (1, 0, 0, 0), "vanilla": (1, 0.03, 0.03, 0.03)})
+    expected = [("probegen", "vanilla")]
+    assert comparison_claims(ahead, "probegen", "acc", expected)[0].startswith("probegen beats vanilla")
+    assert "not distinguishable" in comparison_claims(tied, "probegen", "acc", expected)[0]
+    assert "no interval" in comparison_claims(one_seed, "probegen", "acc", expected)[0]
+    with pytest.raises(ClaimError, match="expected probegen > vanilla, but vanilla beats probegen"):
+        comparison_claims(behind, "probegen", "acc", expected)
+    assert comparison_claims(behind, "probegen", "acc")  # nothing expected: the sentence is just the finding
+    with pytest.raises(ValueError, match="does not involve the reference"):
+        comparison_claims(ahead, "probegen", "acc", [("vanilla", "uniform")])

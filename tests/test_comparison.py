@@ -48,7 +48,7 @@ def test_comparison_runs_every_method_at_the_papers_q(kind: str, probing: dict, 
     got = {v.method: v.overrides for v in section.variants}
     assert got == {**{m: {"probes": p} for m, p in probing.items()},
                    **{m: {"baseline": b} for m, b in BASELINE_ROWS.items()}}
-    assert comparison_section(kind, fast=True).base == {"n_probes": 8}
+    assert comparison_section(kind, n_probes=8).base == {"n_probes": 8}
     with pytest.raises(ValueError, match="unknown zoo kind"):
         comparison_section("transformer")  # type: ignore[arg-type]
 
@@ -155,7 +155,8 @@ def test_the_underfitting_diagnosis_varies_only_lr_and_epochs_of_nfn_hnp() -> No
     assert got == {"nfn-hnp": {}, "nfn-hnp lr=0.001": {"lr": 1e-3}, "nfn-hnp 100 epochs": {"epochs": 100},
                    "nfn-hnp lr=0.001, 100 epochs": {"lr": 1e-3, "epochs": 100}}
     assert all(v.overrides["baseline"] == NFNConfig(mode="hnp") for v in section.variants)
-    assert max(v.overrides.get("epochs", 0) for v in underfitting_section("inr", fast=True).variants) == 4
+    short = underfitting_section("inr", long_epochs=4, n_probes=8)
+    assert max(v.overrides.get("epochs", 0) for v in short.variants) == 4 and short.base == {"n_probes": 8}
 
 
 def test_diagnosis_table_reads_the_final_train_loss_and_names_the_best_variant() -> None:

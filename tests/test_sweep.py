@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,9 +24,9 @@ from probegen_nb import cli
 from probegen_nb.core.engine import EngineConfig
 from probegen_nb.core.zoo_io import load_zoo, save_zoo, zoo_fingerprint
 from probegen_nb.experiment import quickstart
-from probegen_nb.experiment.claims import Claim
 from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.runs import find_runs
+from probegen_nb.experiment.stats import compare_variants
 from probegen_nb.experiment.sweep import Sweep, grid, run_id, run_sweep
 from probegen_nb.probes.coords import ProbeGenConfig, UniformConfig, VanillaConfig
 
@@ -246,30 +247,40 @@ def test_local_and_dask_engines_give_identical_results(zoo_dir: Path, tmp_path: 
 def test_cli_seeds_runs_the_quickstart_sweep_and_fails_on_a_broken_claim(zoo_dir: Path, tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch,
                                                                          capsys: pytest.CaptureFixture) -> None:
-    tiny = ["--zoo", str(zoo_dir), "--seeds", "0", "1", "--max-train-models", "64"]
-    cli.main(["seeds", "00_quickstart", *tiny, "--fast", "--out", str(tmp_path / "fast")])
+    tiny = ["--zoo", str(zoo_dir), "--seeds", "0", "1", "--max-train-models", "64", "--epochs", "1",
+            "--n-probes", "8"]
+    monkeypatch.setattr(quickstart, "EXPECTED", ())  # one epoch ranks nothing: no ordering is expected of it
+    cli.main(["seeds", "00_quickstart", *tiny, "--out", str(tmp_path / "small")])
     out = capsys.readouterr().out
-    summary = json.loads((tmp_path / "fast" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "small" / "summary.json").read_text())
     table = {row["variant"]: row for row in summary["summary"]["test_accuracy"]}
     assert set(table) == set(quickstart.METHODS) and all(row["n"] == 2 for row in table.values())
-    results = read_results(tmp_path / "fast")
+    results = read_results(tmp_path / "small")
     assert len(results) == 6 and set(results["seed"]) == {0, 1}
     vanilla = results[results["variant"] == "vanilla"].set_index("seed")["test_accuracy"]
     probegen = results[results["variant"] == "probegen"].set_index("seed")["test_accuracy"]
     assert table["vanilla"]["diff"] == pytest.approx((vanilla - probegen).mean())
     assert "mean ± std" in out and "seed 1: uniform: test_accuracy" in out
+    # one claim per method against probegen, read off its paired interval over the two seeds
+    assert sum(("vanilla" in line) for line in summary["claims"] if " seeds" in line) == 1
 
-    # Full mode checks the claims on each seed: one that cannot hold fails the command, one that must hold passes.
-    full = [*tiny, "--epochs", "1", "--n-probes", "8"]
-    monkeypatch.setattr(quickstart, "CLAIMS", (Claim("probegen", "uniform", margin=1.0),))
+    # An expected ordering the intervals contradict fails the command (resumed: nothing is trained again): vanilla's
+    # interval is moved above 0, as a run where vanilla clearly beats probegen would have it.
+    def vanilla_ahead(*args: Any, **kwargs: Any) -> pd.DataFrame:
+        t = compare_variants(*args, **kwargs)
+        t.loc["vanilla", ["diff", "diff_low", "diff_high"]] = [0.2, 0.1, 0.3]
+        return t
+
+    monkeypatch.setattr(quickstart, "compare_variants", vanilla_ahead)
+    monkeypatch.setattr(quickstart, "EXPECTED", (("probegen", "vanilla"),))
     with pytest.raises(SystemExit) as failed:
-        cli.main(["seeds", *full, "--out", str(tmp_path / "full")])
-    assert "seed 0: FAILED probegen beats uniform" in str(failed.value.code)
-    assert "seed 1: FAILED probegen beats uniform" in str(failed.value.code)
-    assert json.loads((tmp_path / "full" / "summary.json").read_text())["claim_failures"]
-    monkeypatch.setattr(quickstart, "CLAIMS", (Claim("probegen", "uniform", margin=-1.0),))
-    cli.main(["seeds", *full, "--out", str(tmp_path / "full")])  # resumed: nothing is trained again
-    assert "seed 1: probegen beats uniform" in capsys.readouterr().out
+        cli.main(["seeds", *tiny, "--out", str(tmp_path / "small")])
+    assert "expected probegen > vanilla, but vanilla beats probegen on test_accuracy by +0.200" in str(
+        failed.value.code)
+    assert json.loads((tmp_path / "small" / "summary.json").read_text())["claim_failures"]
+    monkeypatch.setattr(quickstart, "EXPECTED", ())  # nothing expected: the same finding is printed, not failed
+    cli.main(["seeds", *tiny, "--out", str(tmp_path / "small")])
+    assert "vanilla beats probegen on test_accuracy by +0.200 [+0.100, +0.300] over 2 seeds" in capsys.readouterr().out
 
 
 def test_notebook_00_trains_through_the_sweep() -> None:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from probegen_nb.core.engine import EngineConfig
 from probegen_nb.core.zoo import AnyZoo
+from probegen_nb.experiment.claims import PairedClaim, check_consistent
 from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.stats import compare_variants
 from probegen_nb.experiment.sweep import Sweep, SweepRun, run_sweep
@@ -62,20 +63,50 @@ ACTIVATIONS: tuple[Activation, ...] = ("relu", "gelu", "tanh")
 WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
-def sections(fast: bool = False) -> dict[str, Section]:
-    """Every ablation of notebook 05 by key; `fast` keeps two points of each axis and the cheapest variants."""
-    qs = (8, 16) if fast else (8, 16, 32, 64, 128, 256)
-    image_qs = (8, 16) if fast else (16, 32, 64, 128)
-    sizes = (64, 128) if fast else (250, 500, 1000, 2000, 4000)
-    decays = WEIGHT_DECAYS[::4] if fast else WEIGHT_DECAYS
+IMAGE_SOURCES = ("probegen", "probegen+relu", "probegen+gelu", "probegen+tanh", "probegen (unit-variance init)",
+                 "fc-linear", "vanilla", "dead-leaves", "gaussian", "mnist-digits")  # section 5's variants
+
+
+@dataclass(frozen=True)
+class AblationAxes:
+    """What each section's grid spans; the defaults are the paper's (the notebook's CI run passes `SMOKE_AXES`)."""
+
+    qs: tuple[int, ...] = (8, 16, 32, 64, 128, 256)  # Q on the INR zoo
+    image_qs: tuple[int, ...] = (16, 32, 64, 128)  # Q on the CNN zoo
+    train_sizes: tuple[int, ...] = (250, 500, 1000, 2000, 4000)  # train INRs
+    image_train_sizes: tuple[int, ...] = (175, 350, 700, 1400)  # train CNNs (at most the zoo's)
+    weight_decays: tuple[float, ...] = WEIGHT_DECAYS
+    depths: tuple[int, ...] = (1, 3, 4, 6)  # besides the default generator's
+    widths: tuple[int, ...] = (128, 512)
+    latent_dims: tuple[int, ...] = (8, 128)
+    activations: tuple[Activation, ...] = ACTIVATIONS
+    image_sources: tuple[str, ...] = IMAGE_SOURCES
+    init_spreads: tuple[float, ...] = (0.45, 0.58)
+    gaussian_stds: tuple[float, ...] = (0.33, 0.45, 0.58)
+    image_n_probes: int = 64  # the paper's Q on CNN zoos
+
+
+# two points of each axis and the cheapest variants: every section in seconds per run (CI, `make demo`)
+SMOKE_AXES = AblationAxes(qs=(8, 16), image_qs=(8, 16), train_sizes=(64, 128), image_train_sizes=(64, 128),
+                          weight_decays=WEIGHT_DECAYS[::4], depths=(1, 3), widths=(128,), latent_dims=(8,),
+                          activations=ACTIVATIONS[:1], image_sources=("probegen", "probegen+relu", "vanilla",
+                                                                      "dead-leaves", "mnist-digits"),
+                          init_spreads=(0.58,), gaussian_stds=(0.33,), image_n_probes=8)
+
+
+def sections(axes: AblationAxes = AblationAxes()) -> dict[str, Section]:
+    """Every ablation of notebook 05 by key, spanning `axes`."""
+    unknown = sorted(set(axes.image_sources) - set(IMAGE_SOURCES))
+    if unknown:
+        raise ValueError(f"unknown image sources {unknown}; known: {list(IMAGE_SOURCES)}")
+    qs, image_qs, sizes, decays = axes.qs, axes.image_qs, axes.train_sizes, axes.weight_decays
     default = ProbeGenConfig()
     gen = [Variant("probegen", {"probes": default})]
-    gen += [Variant(f"depth={d}", {"probes": ProbeGenConfig(depth=d)}) for d in ((1, 3) if fast else (1, 3, 4, 6))]
-    gen += [Variant(f"width={w}", {"probes": ProbeGenConfig(width=w)}) for w in ((128,) if fast else (128, 512))]
-    gen += [Variant(f"latent={z}", {"probes": ProbeGenConfig(latent_dim=z)}) for z in ((8,) if fast else (8, 128))]
+    gen += [Variant(f"depth={d}", {"probes": ProbeGenConfig(depth=d)}) for d in axes.depths]
+    gen += [Variant(f"width={w}", {"probes": ProbeGenConfig(width=w)}) for w in axes.widths]
+    gen += [Variant(f"latent={z}", {"probes": ProbeGenConfig(latent_dim=z)}) for z in axes.latent_dims]
     nonlinear = [Variant("probegen", {"probes": default})]
-    nonlinear += [Variant(f"probegen+{a}", {"probes": ProbeGenConfig(activation=a)})
-                  for a in (ACTIVATIONS[:1] if fast else ACTIVATIONS)]
+    nonlinear += [Variant(f"probegen+{a}", {"probes": ProbeGenConfig(activation=a)}) for a in axes.activations]
     reg = [Variant("probegen", {"probes": default})]
     reg += [Variant(name, {"probes": probes, "generator_weight_decay": wd}, wd)
             for name, probes in (("probegen+relu", ProbeGenConfig(activation="relu")), ("vanilla", VanillaConfig()))
@@ -89,16 +120,14 @@ def sections(fast: bool = False) -> dict[str, Section]:
               Variant("dead-leaves", {"probes": DeadLeavesConfig()}),
               Variant("gaussian", {"probes": ImageGaussianConfig()}),
               Variant("mnist-digits", {"probes": RealImagesConfig(dataset="mnist")})]
-    if fast:
-        images = [images[0], images[1], images[6], images[7], images[-1]]
-    image_sizes = (64, 128) if fast else (175, 350, 700, 1400)
+    images = [v for v in images if v.name in axes.image_sources or v.method == "probegen"]
+    image_sizes = axes.image_train_sizes
     # where the probes start: ProbeGen's default init puts them near the centre (std ≈ 0.34 per coordinate), uniform
     # probes have 0.58; fixed Gaussian probes at the same spreads show what the spread alone is worth
-    spreads = (0.58,) if fast else (0.45, 0.58)
     spread = [Variant("probegen", {"probes": default})]
-    spread += [Variant(f"probegen init_spread={s_}", {"probes": ProbeGenConfig(init_spread=s_)}) for s_ in spreads]
-    spread += [Variant(f"gaussian std={s_}", {"probes": GaussianConfig(std=s_)}) for s_ in ((0.33,) if fast
-                                                                                          else (0.33, 0.45, 0.58))]
+    spread += [Variant(f"probegen init_spread={s_}", {"probes": ProbeGenConfig(init_spread=s_)})
+               for s_ in axes.init_spreads]
+    spread += [Variant(f"gaussian std={s_}", {"probes": GaussianConfig(std=s_)}) for s_ in axes.gaussian_stds]
     spread.append(Variant("uniform", {"probes": UniformConfig()}))
     against_dead_leaves = (("probegen", conv), ("dead-leaves", DeadLeavesConfig()))
     found = {
@@ -113,7 +142,7 @@ def sections(fast: bool = False) -> dict[str, Section]:
         "regularisation": Section("regularisation", "4. Weight decay on the probes instead of linearity (MNIST INRs)",
                                   "inr", tuple(reg), axis="weight decay on the probe parameters", log_x=True),
         "image_sources": Section("image_sources", "5. Probe sources for images (CIFAR10-GS CNNs)", "cnn",
-                                 tuple(images), base={"n_probes": 8 if fast else 64}),
+                                 tuple(images), base={"n_probes": axes.image_n_probes}),
         "train_size": Section("train_size", "6. Train-zoo size (MNIST INRs)", "inr", tuple(
             Variant(m, {"probes": p, "max_train_models": n}, n) for n in sizes for m, p in INR_METHODS.items()),
             axis="train models", log_x=True),
@@ -121,7 +150,7 @@ def sections(fast: bool = False) -> dict[str, Section]:
                                      "cnn", tuple(Variant(m, {"probes": p, "max_train_models": n}, n)
                                                   for n in image_sizes
                                                   for m, p in against_dead_leaves),
-                                     axis="train models", log_x=True, base={"n_probes": 8 if fast else 64}),
+                                     axis="train models", log_x=True, base={"n_probes": axes.image_n_probes}),
         "spread": Section("spread", "6c. Where the probes start: initial spread (MNIST INRs)", "inr", tuple(spread)),
     }
     return found
@@ -164,6 +193,27 @@ def compare_section(section: Section, results: pd.DataFrame, metric: str) -> pd.
     table = table.loc[order]
     by_name = {v.name: v for v in section.variants}
     return table.assign(method=[by_name[n].method for n in table.index], x=[by_name[n].x for n in table.index])
+
+
+def section_references(section: Section, table: pd.DataFrame) -> dict[str, str]:
+    """Each row's reference: the reference method at the row's x on a numeric axis (else its first variant)."""
+    refs = {}
+    for name, row in table.iterrows():
+        x = row["x"] if section.axis and pd.notna(row["x"]) else None
+        same_x = [v.name for v in section.variants if v.method == section.reference and v.x == x]
+        refs[str(name)] = same_x[0] if same_x else next(v.name for v in section.variants
+                                                        if v.method == section.reference)
+    return refs
+
+
+def section_claims(section: Section, table: pd.DataFrame, metric: str) -> list[str]:
+    """One sentence per variant that is not its own reference, read off its paired interval (`PairedClaim`), and
+    checked against the table (`check_consistent`) so a printed claim never outruns its interval."""
+    refs = section_references(section, table)
+    sentences = [PairedClaim(str(name), refs[str(name)], metric, int(row["n"]), float(row["diff"]),
+                             float(row["diff_low"]), float(row["diff_high"])).sentence
+                 for name, row in table.iterrows() if refs[str(name)] != name]
+    return check_consistent(sentences, table, refs)
 
 
 def schedule_table(results: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -236,6 +286,7 @@ class SectionResult:
     table: pd.DataFrame
     metric: str  # the column compared, e.g. "test_accuracy"
     summary: str  # the two sentences `describe` reads off the table
+    claims: list[str] = field(default_factory=list)  # one sentence per variant from its paired interval
 
     @property
     def done(self) -> pd.DataFrame:
@@ -250,4 +301,33 @@ def run_section(section: Section, base: RunConfig, seeds: Sequence[int], folder:
                         zoo=zoo if engine.kind == "local" else None, progress=progress)
     results = with_variant_columns(section, results)
     table = compare_section(section, results, metric)
-    return SectionResult(section, results, table, metric, describe(section, table, metric.replace("_", " ")))
+    return SectionResult(section, results, table, metric, describe(section, table, metric.replace("_", " ")),
+                         section_claims(section, table, metric))
+
+
+
+@dataclass
+class Ablations:
+    """Notebook 05's sections against one shared setup (bases per zoo kind, seeds, folder, engine, loaded zoos):
+    `run(key)` is a section's one call, and every finished section stays in `done` for the summary cells."""
+
+    grid: dict[str, Section]
+    chosen: Sequence[str]  # the keys to run; `run` of any other known key returns None
+    bases: dict[str, RunConfig]  # zoo kind → the run config every variant of its sections starts from
+    seeds: Sequence[int]
+    folder: Path
+    metrics: dict[str, str]  # zoo kind → the compared column, e.g. "test_accuracy"
+    engine: EngineConfig = EngineConfig()
+    zoos: dict[str, AnyZoo] = field(default_factory=dict)  # zoo kind → the loaded zoo (local engine)
+    done: dict[str, SectionResult] = field(default_factory=dict)
+
+    def run(self, key: str) -> SectionResult | None:
+        """Run (or resume) section `key` if it was chosen; None when it was not."""
+        if key not in self.grid:
+            raise ValueError(f"unknown ablation section {key!r}; known: {list(self.grid)}")
+        if key not in self.chosen:
+            return None
+        s = self.grid[key]
+        self.done[key] = run_section(s, self.bases[s.zoo], self.seeds, self.folder, self.metrics[s.zoo],
+                                     self.engine, self.zoos.get(s.zoo))
+        return self.done[key]

@@ -89,32 +89,32 @@ PUBLISHED: dict[str, dict[str, tuple[Published, ...]]] = {  # zoo kind → data 
 }
 
 
-def comparison_section(kind: ZooKind, fast: bool = False) -> Section:
+def comparison_section(kind: ZooKind, n_probes: int | None = None) -> Section:
     """Every method on a zoo of `kind` ("inr": SIREN classification; "cnn": CNN generalisation) as one section:
-    ProbeGen first (the reference), its probe-source controls, then every baseline, at the paper's Q (8 when
-    `fast`: the smoke run of CI)."""
+    ProbeGen first (the reference), its probe-source controls, then every baseline, at Q = `n_probes` (default: the
+    paper's for the zoo kind, `N_PROBES`)."""
     if kind not in PROBING:
         raise ValueError(f"unknown zoo kind {kind!r}; known: {sorted(PROBING)}")
     variants = (*PROBING[kind].values(), *BASELINES.values())
     return Section(f"baselines_{kind}", f"ProbeGen and the baselines ({kind.upper()} zoo)", kind, tuple(variants),
-                   base={"n_probes": 8 if fast else N_PROBES[kind]})
+                   base={"n_probes": N_PROBES[kind] if n_probes is None else n_probes})
 
 
 LONG_EPOCHS = 100  # the diagnosis' longer schedule (the protocol's is 30)
 HIGH_LR = 1e-3  # the diagnosis' higher learning rate (the protocol's is 3e-4)
 
 
-def underfitting_section(kind: ZooKind, fast: bool = False) -> Section:
+def underfitting_section(kind: ZooKind, long_epochs: int = LONG_EPOCHS, n_probes: int | None = None) -> Section:
     """Does the strongest weight-space network lose here because it cannot fit its train zoo in the protocol's 30
-    epochs at lr 3e-4? NFN-HNP as in the comparison (the reference), with lr 1e-3, with 100 epochs, and with both
-    (`fast`: 4 epochs instead of 100)."""
+    epochs at lr 3e-4? NFN-HNP as in the comparison (the reference), with lr 1e-3, with `long_epochs` epochs, and
+    with both."""
     nfn = {"baseline": NFNConfig(mode="hnp")}
-    epochs = 4 if fast else LONG_EPOCHS
+    epochs = long_epochs
     variants = (Variant("nfn-hnp", nfn), Variant(f"nfn-hnp lr={HIGH_LR:g}", {**nfn, "lr": HIGH_LR}),
                 Variant(f"nfn-hnp {epochs} epochs", {**nfn, "epochs": epochs}),
                 Variant(f"nfn-hnp lr={HIGH_LR:g}, {epochs} epochs", {**nfn, "lr": HIGH_LR, "epochs": epochs}))
     return Section(f"underfitting_{kind}", f"Does NFN-HNP underfit under the protocol? ({kind.upper()} zoo)", kind,
-                   variants, reference="nfn-hnp", base={"n_probes": 8 if fast else N_PROBES[kind]})
+                   variants, reference="nfn-hnp", base={"n_probes": N_PROBES[kind] if n_probes is None else n_probes})
 
 
 def cost_table(result: SectionResult) -> pd.DataFrame:
