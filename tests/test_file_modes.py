@@ -50,7 +50,8 @@ def test_umask_reads_the_process_umask(mask: int) -> None:
 def test_a_runs_checkpoints_and_a_zoos_files_honour_the_umask(mask: int, tmp_path: Path) -> None:
     zoo = tiny_zoo()
     folder = save_zoo(zoo, tmp_path / "zoo")
-    run = train(RunConfig(epochs=1, method=ProbingConfig(n_probes=4), device="cpu"), zoo, out_dir=tmp_path / "run", progress=False).out_dir
+    config = RunConfig(epochs=1, method=ProbingConfig(n_probes=4), device="cpu")
+    run = train(config, zoo, out_dir=tmp_path / "run", progress=False).out_dir
     files = [folder / "weights.safetensors", folder / "zoo.json", run / "best.safetensors",
              run / "probes.safetensors", run / "metrics.json", run / "config.json"]
     assert {f.name: oct(mode(f)) for f in files} == {f.name: oct(0o666 & ~mask) for f in files}

@@ -376,5 +376,5 @@ def test_describe_device_says_the_threads_a_run_uses(monkeypatch: pytest.MonkeyP
     set_threads(None)
     monkeypatch.delenv(THREADS_ENV)
     fake_load(monkeypatch, 1.5)  # "auto" beside a busy neighbour: the run used one thread, and says so
-    assert train(RunConfig(epochs=1, method=ProbingConfig(n_probes=8), device="cpu"), zoo, progress=False).metrics["device"] == \
-        "cpu (1 thread)"
+    config = RunConfig(epochs=1, method=ProbingConfig(n_probes=8), device="cpu")
+    assert train(config, zoo, progress=False).metrics["device"] == "cpu (1 thread)"

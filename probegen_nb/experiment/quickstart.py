@@ -35,8 +35,8 @@ REPORTED = ("test_accuracy", "last_test_accuracy", "best_val_accuracy")  # summa
 def quickstart_config(zoo_dir: str, n_probes: int = 128, epochs: int = 30, max_train_models: int | None = None,
                       seed: int = 0, device: str = "auto") -> RunConfig:
     """The quickstart's run config; the defaults are the paper's protocol (CI passes smaller sizes)."""
-    return RunConfig(zoo_dir=zoo_dir, method=ProbingConfig(n_probes=n_probes), epochs=epochs, max_train_models=max_train_models,
-                     seed=seed, device=device)
+    return RunConfig(zoo_dir=zoo_dir, method=ProbingConfig(n_probes=n_probes), epochs=epochs,
+                     max_train_models=max_train_models, seed=seed, device=device)
 
 
 def quickstart_sweep(base: RunConfig, seeds: Sequence[int], folder: str | Path) -> Sweep:
