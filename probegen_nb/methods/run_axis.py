@@ -51,10 +51,14 @@ class RunStack:
                                                                                first.probes.named_buffers()]
         self._pred_names = [k for k, _ in first.predictor.named_parameters()]
         # vmap over the run axis of a stateless call of run 0's modules (its tensors swapped for the stacked ones)
-        self._probes_fn: Callable[..., torch.Tensor] = vmap(
-            lambda p: functional_call(first.probes, p, ()))
-        self._predict_fn: Callable[..., torch.Tensor] = vmap(
-            lambda p, x: functional_call(first.predictor, p, (x,)))
+        def probes_of(p: dict[str, torch.Tensor]) -> torch.Tensor:
+            return functional_call(first.probes, p, ())
+
+        def predict_with(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+            return functional_call(first.predictor, p, (x,))
+
+        self._probes_fn: Callable[..., torch.Tensor] = vmap(probes_of)
+        self._predict_fn: Callable[..., torch.Tensor] = vmap(predict_with)
 
     def __len__(self) -> int:
         return len(self.models)
