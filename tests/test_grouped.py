@@ -232,3 +232,20 @@ def test_a_failing_group_trains_its_runs_alone(zoo: Zoo, tmp_path: Path, monkeyp
     monkeypatch.setattr(sweep_mod, "train_group", broken)
     results = run_sweep(Sweep("fallback", runs, tmp_path / "sweep"), progress=False, group=True)
     assert list(results["status"]) == ["done", "done"]
+
+
+def test_a_group_is_one_dask_task_with_the_local_engines_results(zoo: Zoo, tmp_path: Path) -> None:
+    from probegen_nb.core.engine import EngineConfig
+
+    zoo_dir = save_zoo(zoo, tmp_path / "zoo")
+    runs = [SweepRun(v, small(zoo_dir=str(zoo_dir), seed=s, probes=p)) for s in range(2)
+            for v, p in (("probegen", ProbeGenConfig()), ("vanilla", VanillaConfig()))]
+    local = run_sweep(Sweep("local", runs, tmp_path / "local"), progress=False, group=True)
+    dask = run_sweep(Sweep("dask", runs, tmp_path / "dask"), EngineConfig("dask", n_workers=2), progress=False,
+                     group=True)
+    assert (dask["status"] == "done").all(), dask["error"].tolist()
+    pd.testing.assert_frame_equal(dask.drop(columns=["train_seconds"]), local.drop(columns=["train_seconds"]))
+    for run in runs:
+        m = json.loads((tmp_path / "dask" / run.run_id / "metrics.json").read_text())
+        assert m["group_size"] == 2  # probegen's two seeds as one task, vanilla's as another
+        assert (tmp_path / "dask" / run.run_id / "zoo.sha256").is_file()
