@@ -174,7 +174,8 @@ def train_group(configs: Sequence[RunConfig], zoo: AnyZoo | None = None,
             if outs[r] is not None:
                 save_tensors_atomic(outs[r] / "last.safetensors", model.state_dict())  # type: ignore[operator]
     seconds = time.perf_counter() - t0
-    thread_info = threads.finish()
+    flops = flops_per_model(models[0], zoo)  # runs of one group share every shape, hence their FLOPs
+    thread_info = threads.finish()  # after the FLOP count, as in train(): under the governor's threads
     results = []
     for r, (c, model, best, history, out) in enumerate(zip(configs, models, bests, histories, outs)):
         if best["state"] is not None:
@@ -186,7 +187,7 @@ def train_group(configs: Sequence[RunConfig], zoo: AnyZoo | None = None,
             f"best_val_{name}": best["val"],
             f"test_{name}": best["test"],
             f"last_test_{name}": history[-1][f"test_{name}"] if history else float("nan"),
-            "flops_per_model": flops_per_model(model, zoo),
+            "flops_per_model": flops,
             "train_seconds": seconds,  # the group's: its runs trained together
             "steps": n_steps,
             "responses_cached": cached is not None,
