@@ -273,3 +273,25 @@ def test_cnn_runs_of_a_mixed_zoo_group_as_their_solo_runs(tmp_path: Path) -> Non
         for s, g in zip(solo, train_group(configs, zoo)):
             metrics_close(s.metrics, g.metrics, TAU_ATOL)
             states_close(s.model.state_dict(), g.model.state_dict(), CNN_PARAMS_ATOL)
+
+
+def test_inr_runs_of_a_mixed_zoo_group_as_their_solo_runs() -> None:
+    """Two SIREN architectures interleaved in a MixedZoo: the folded forward puts each run's probes on its own models
+    after the zoo regroups the rows by architecture."""
+    from probegen_nb.core.zoo import MixedZoo
+
+    parts = []
+    for g, spec in enumerate((SirenSpec(), SirenSpec(hidden=(16, 16)))):
+        m = 60
+        params = init_siren_params(spec, m, torch.Generator().manual_seed(g))
+        labels = np.arange(m) % 3
+        params["seq.2.bias"] = torch.tensor(labels - 1.0, dtype=torch.float32)[:, None] * 1.5
+        table = pd.DataFrame({"model_id": np.arange(m) + 100 * g, "label": labels,
+                              "split": ["train"] * 40 + ["val"] * 10 + ["test"] * 10})
+        parts.append(Zoo(spec, params, table, Task("label", 3)))
+    zoo = MixedZoo(tuple(parts), Task("label", 3))
+    configs = [small(seed=s) for s in (0, 1, 2)]
+    solo = [train(c, zoo, progress=False) for c in configs]
+    for s, g in zip(solo, train_group(configs, zoo)):
+        metrics_close(s.metrics, g.metrics)
+        states_close(s.model.state_dict(), g.model.state_dict())
