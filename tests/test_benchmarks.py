@@ -132,3 +132,12 @@ def test_cnn_convolution_bound_times_exactly_the_steps_convolutions() -> None:
         torch.autograd.grad(logits.square().sum(), params)
 
     assert conv_flops(bench.step_convolutions(spec, m, batch, cpu)) == conv_flops(step) > 0
+
+
+def test_runs_benchmark_smoke(tmp_path: Path) -> None:
+    """R runs as one program vs in sequence: timings recorded, and each grouped run agrees with its solo run."""
+    result, written = run("bench_runs", tmp_path)
+    positive(written, "sequence_seconds", "group_seconds", "ratio", "solo_train_seconds")
+    assert len(written["max_metric_diff_per_run"]) == written["runs"] == 3
+    assert all(d <= 1e-6 for d in written["max_metric_diff_per_run"])  # tests/test_grouped.py's METRIC_ATOL
+    assert all(written["best_epoch_equal"])

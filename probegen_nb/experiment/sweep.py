@@ -31,11 +31,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from probegen_nb.baselines.registry import BASELINE_CONFIGS
-from probegen_nb.core.engine import EngineConfig, TaskError, map_tasks
+from probegen_nb.core.device import resolve_device
+from probegen_nb.core.engine import EngineConfig, TaskError, map_tasks, run_task
 from probegen_nb.core.zoo import AnyZoo
 from probegen_nb.core.zoo_io import load_zoo, resolve_zoo_dir, zoo_fingerprint
 from probegen_nb.experiment import run_folder as rf
 from probegen_nb.experiment.config import MethodConfig, ProbingConfig, RunConfig
+from probegen_nb.experiment.grouped import group_runs, train_group
 from probegen_nb.experiment.run_folder import FAILED_FILE, RESULTS_FILE, ZOO_FILE, is_run_folder, run_id
 from probegen_nb.experiment.train import train
 from probegen_nb.probes.registry import ProbeConfig
@@ -148,12 +150,43 @@ def train_task(config: RunConfig, folder: str, zoo_search: tuple[str, ...], zoo:
     return summarize_metrics(train(config, zoo, out_dir=folder, progress=False).metrics)
 
 
+# --- run axis: a group of runs as one engine task ---
+def group_task(configs: Sequence[RunConfig], folders: Sequence[str], zoo_search: tuple[str, ...],
+               zoo: AnyZoo | None = None, fingerprints: Sequence[str | None] | None = None
+               ) -> list[dict[str, Any] | TaskError]:
+    """What an engine runs: train the runs (one `group_runs` group) into their folders, as one program where there
+    are several; each run's summary, or its error. A group that raises trains its runs one by one instead, so a run
+    fails (a NaN loss) or succeeds exactly as it would alone."""
+    prints = list(fingerprints) if fingerprints is not None else [None] * len(configs)
+    if len(configs) == 1:
+        return [run_task(train_task, (configs[0], folders[0], zoo_search, zoo, prints[0]), None)]
+    for folder, fingerprint in zip(folders, prints):
+        if fingerprint is not None:
+            rf.write_zoo_fingerprint(Path(folder), fingerprint)
+    try:
+        group_zoo = zoo if zoo is not None else load_zoo(resolve_zoo_dir(configs[0].zoo_dir, zoo_search))
+        return [summarize_metrics(r.metrics) for r in train_group(configs, group_zoo, folders)]
+    except Exception:  # noqa: BLE001 (each unfinished run again alone, each with its own outcome)
+        return [summarize_metrics(rf.read_metrics(f)) if is_run_folder(Path(f))
+                else run_task(train_task, (c, f, zoo_search, zoo, p), None)
+                for c, f, p in zip(configs, folders, prints)]
+
+
+def _on_gpu(configs: Sequence[RunConfig]) -> bool:
+    """Whether the runs train on an accelerator (where grouping is the default; on the CPU it measured no faster)."""
+    return any(resolve_device(c.device).type != "cpu" for c in configs)
+# --- end run axis ---
+
+
 def run_sweep(sweep: Sweep, engine: EngineConfig = EngineConfig(), zoo: AnyZoo | None = None,
-              progress: bool = True, retry_failed: bool = True) -> pd.DataFrame:
+              progress: bool = True, retry_failed: bool = True, group: bool | None = None) -> pd.DataFrame:
     """Run every run of the sweep that is not finished yet; return `results.csv` as a DataFrame (grid order).
 
     `zoo` (local engine only) is the zoo every config's `zoo_dir` names, already in memory; otherwise each task
-    loads it. With dask, `sweep.folder` must be a path the workers see too (a shared file system)."""
+    loads it. With dask, `sweep.folder` must be a path the workers see too (a shared file system). `group`: pending
+    runs of the same shapes train as one program, one engine task a group (`experiment.grouped`); None: where the
+    runs' device is a GPU (on the 2-core CPU a group of 3 was no faster than its runs in sequence,
+    benchmarks/bench_runs.py)."""
     if zoo is not None and engine.kind != "local":
         raise ValueError(f"run_sweep: zoo= is for the local engine; {engine.kind} workers load config.zoo_dir")
     folder = sweep.folder.resolve()
@@ -189,20 +222,28 @@ def run_sweep(sweep: Sweep, engine: EngineConfig = EngineConfig(), zoo: AnyZoo |
     if pending:
         bar.set_postfix_str(label(pending[0]) if engine.kind == "local" else f"{len(pending)} tasks")
     local_zoo = zoo if engine.kind == "local" else None
-    args = [(run.config, str(folder / run.run_id), (os.getcwd(),), local_zoo, fingerprints[run.config.zoo_dir])
-            for run in pending]
+    # --- run axis: each task trains a group of pending runs (one run unless grouping) ---
+    configs = [run.config for run in pending]
+    groups = group_runs(configs) if (group if group is not None else _on_gpu(configs)) else [[i] for i in
+                                                                                             range(len(pending))]
+    args = [([configs[i] for i in g], [str(folder / pending[i].run_id) for i in g], (os.getcwd(),), local_zoo,
+             [fingerprints[configs[i].zoo_dir] for i in g]) for g in groups]
     try:
-        for i, result in map_tasks(train_task, args, engine):
-            run = pending[i]
-            if isinstance(result, TaskError):
-                rf.write_failure(folder / run.run_id, str(result), result.traceback)
-                rows[run.run_id] = _row(run, varied, None, str(result))
-            else:
-                rows[run.run_id] = _row(run, varied, result, None)
-            _write_results(folder, sweep, rows)
-            bar.update(1)
-            nxt = pending[i + 1] if engine.kind == "local" and i + 1 < len(pending) else None
+        for t, results in map_tasks(group_task, args, engine):
+            if isinstance(results, TaskError):  # the task itself failed (e.g. its worker died): all its runs
+                results = [results] * len(groups[t])
+            for i, result in zip(groups[t], results):
+                run = pending[i]
+                if isinstance(result, TaskError):
+                    rf.write_failure(folder / run.run_id, str(result), result.traceback)
+                    rows[run.run_id] = _row(run, varied, None, str(result))
+                else:
+                    rows[run.run_id] = _row(run, varied, result, None)
+                _write_results(folder, sweep, rows)
+                bar.update(1)
+            nxt = pending[groups[t + 1][0]] if engine.kind == "local" and t + 1 < len(groups) else None
             bar.set_postfix_str(label(nxt) if nxt else f"done: {label(run)}")
+    # --- end run axis ---
     finally:
         bar.close()
     return _results_frame(sweep, rows)
