@@ -11,12 +11,13 @@ from typing import Any
 import torch
 
 from probegen_nb.core.arch.cnn import CNNSpec, cnn_forward
+from probegen_nb.core.arch.module import ModuleSpec, module_forward
 from probegen_nb.core.arch.siren import SirenSpec, siren_forward
 
-ArchSpec = SirenSpec | CNNSpec
+ArchSpec = SirenSpec | CNNSpec | ModuleSpec
 
 
-_SPECS: dict[str, type] = {SirenSpec.kind: SirenSpec, CNNSpec.kind: CNNSpec}
+_SPECS: dict[str, type] = {SirenSpec.kind: SirenSpec, CNNSpec.kind: CNNSpec, ModuleSpec.kind: ModuleSpec}
 
 
 def spec_from_dict(d: dict[str, Any]) -> ArchSpec:
@@ -37,4 +38,6 @@ def forward(spec: ArchSpec, params: Mapping[str, torch.Tensor], x: torch.Tensor)
         return siren_forward(spec, params, x)
     if isinstance(spec, CNNSpec):
         return cnn_forward(spec, params, x)
+    if isinstance(spec, ModuleSpec):
+        return module_forward(spec, params, x)
     raise TypeError(f"no batched forward for architecture {type(spec).__name__}")
