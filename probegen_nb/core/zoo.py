@@ -7,6 +7,7 @@ The folder format lives in `zoo_io`.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from probegen_nb.core.arch.callable import BatchedCallable, CallableSpec
 from probegen_nb.core.arch.cnn import CNNSpec
 from probegen_nb.core.arch.registry import ArchSpec
 
@@ -78,6 +80,14 @@ class Zoo:
         """A zoo of `nn.Module`s of one architecture (e.g. `ModuleSpec("my_mlp", kwargs, input_shape, out_dim)`):
         their parameters and buffers, stacked along a leading model axis (see `from_state_dicts`)."""
         return cls.from_state_dicts([m.state_dict() for m in models], spec, table, task, info)
+
+    @classmethod
+    def from_callable(cls, fn: BatchedCallable, input_shape: Sequence[int], out_dim: int, table: pd.DataFrame,
+                      task: Task = Task(), differentiable: bool = True, info: dict[str, Any] | None = None) -> Zoo:
+        """A black-box zoo: row i of `table` is the model `fn` answers for index i (see `core.arch.callable`)."""
+        spec = CallableSpec(fn, tuple(input_shape), out_dim, differentiable)
+        return cls(spec, {"model_index": torch.arange(len(table))}, table.reset_index(drop=True), task,
+                   dict(info or {}))
 
     @property
     def labels(self) -> torch.Tensor:
@@ -293,8 +303,8 @@ def validate(zoo: Zoo, where: str = "zoo") -> None:
                                              f"(models.csv has {m} rows)")
     ids = zoo.table["model_id"].to_numpy() if "model_id" in zoo.table else None
     name_of = lambda row: f"model_id {ids[row]} (row {row})" if ids is not None else f"row {row}"
-    for name in expected:
-        bad = ~torch.isfinite(zoo.params[name].flatten(1)).all(dim=1)
+    for name, shape in expected.items():
+        bad = ~torch.isfinite(zoo.params[name].reshape(m, math.prod(shape))).all(dim=1)  # [M]
         if bad.any():
             row = int(bad.nonzero()[0, 0])
             raise err("weights.safetensors", f"non-finite value in {name!r} of {name_of(row)}")

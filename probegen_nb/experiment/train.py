@@ -215,6 +215,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
         "threads": threads.finish(),  # the intra-op threads used and why (see core.threads.ThreadGovernor)
         "device": describe_device(dev),
         "config_sha256": config_digest(config),  # the completion record names the config it completes
+        "queries": model.queries if isinstance(model, ProbingModel) else 0,  # probes × models forwarded, evaluation too
     }
     if out is not None:
         _write_run_folder(out, model, best["state"], snapshots, splits["test"], metrics)
