@@ -35,13 +35,13 @@ METHODS = ("probegen", "vanilla", "random", "black-box transferred", "black-box 
 class LeaveOutConfig:
     """The zoo (models per left-out class and architecture, their training) and the probing runs."""
 
-    models_per_class: int = 6  # per architecture: 10 classes × 2 architectures × this many models
+    models_per_class: int = 10  # per architecture: 10 classes × 2 architectures × this many models
     n_images: int = 5000  # MNIST training images the zoo's models draw their batches from
-    steps: int = 150  # batched Adam steps of every model
+    steps: int = 200  # batched Adam steps of every model
     batch_size: int = 32  # images per model per step
     lr_range: tuple[float, float] = (1e-3, 1e-2)  # each model's learning rate, log-uniform in this range
     n_probes: int = 16  # Q
-    epochs: int = 30  # probing epochs
+    epochs: int = 60  # probing epochs
     seed: int = 0  # the zoo's seed (the probing runs take theirs from `run_methods`)
 
 
