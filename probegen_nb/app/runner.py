@@ -44,6 +44,7 @@ DEMO_SEQUENCE: dict[str, dict[str, Any]] = {
     # every method on both zoos, smoke-sized (the full comparison: `make baselines`); the under-fitting diagnosis
     # is left to the notebook tests' fast mode
     "06_baselines": {"fast": True, "diagnose": False},
+    "07_probe_your_models": {"fast": True},  # a tiny leave-one-class-out zoo, seconds (the default run: ~3 min)
 }
 # ZeroMQ's ipc:// transport needs Unix domain sockets; elsewhere (Windows) the kernel falls back to TCP on localhost.
 KERNEL_TRANSPORT = "ipc" if os.name == "posix" else "tcp"

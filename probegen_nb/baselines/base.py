@@ -26,6 +26,8 @@ class Baseline(nn.Module):
     implement `represent`; `augment` (a training-time change of the weights that keeps each model's function) is
     optional."""
 
+    queries = 0  # weight-space methods read the weights and ask the models nothing
+
     predictor: nn.Module
     rep_dim: int
     fixed_representation: bool = True  # a model's representation never changes in training: train() computes it once

@@ -91,6 +91,7 @@ class TreesLearner:
     stage per epoch (`n_trees` epochs), the best-validation stage count kept as an epoch is. Its state is that count:
     the trees themselves are kept only as pickles, which this project does not write, so no checkpoints."""
 
+    queries = 0  # the statistics read the weights and ask the models nothing
     fixed_representation = True  # the statistics
     saves_checkpoints = False
 

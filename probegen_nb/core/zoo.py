@@ -7,7 +7,8 @@ The folder format lives in `zoo_io`.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from probegen_nb.core.arch.callable import BatchedCallable, CallableSpec
 from probegen_nb.core.arch.cnn import CNNSpec
 from probegen_nb.core.arch.registry import ArchSpec
 
@@ -56,6 +58,36 @@ class Zoo:
 
     def __len__(self) -> int:
         return len(self.table)
+
+    @classmethod
+    def from_state_dicts(cls, state_dicts: Sequence[Mapping[str, Any]], spec: ArchSpec, table: pd.DataFrame,
+                         task: Task = Task(), info: dict[str, Any] | None = None) -> Zoo:
+        """A zoo of one model per state_dict (row i of `table` describes model i), checked like any zoo; the first
+        model whose names or shapes differ from the spec's is named. Integer buffers (BatchNorm's
+        `num_batches_tracked`) are left out: no eval-mode forward reads them."""
+        table = table.reset_index(drop=True)
+        if len(state_dicts) != len(table):
+            raise ZooFormatError(f"{len(state_dicts)} models but the table has {len(table)} rows")
+        ids = table["model_id"].tolist() if "model_id" in table else range(len(table))
+        kept = [{k: v for k, v in sd.items() if not (isinstance(v, torch.Tensor) and not v.is_floating_point())}
+                for sd in state_dicts]
+        params = stack_state_dicts(kept, spec, [f"model_id {i} (row {r})" for r, i in enumerate(ids)])
+        return cls(spec, params, table, task, dict(info or {}))
+
+    @classmethod
+    def from_modules(cls, models: Sequence[torch.nn.Module], spec: ArchSpec, table: pd.DataFrame,
+                     task: Task = Task(), info: dict[str, Any] | None = None) -> Zoo:
+        """A zoo of `nn.Module`s of one architecture (e.g. `ModuleSpec("my_mlp", kwargs, input_shape, out_dim)`):
+        their parameters and buffers, stacked along a leading model axis (see `from_state_dicts`)."""
+        return cls.from_state_dicts([m.state_dict() for m in models], spec, table, task, info)
+
+    @classmethod
+    def from_callable(cls, fn: BatchedCallable, input_shape: Sequence[int], out_dim: int, table: pd.DataFrame,
+                      task: Task = Task(), differentiable: bool = True, info: dict[str, Any] | None = None) -> Zoo:
+        """A black-box zoo: row i of `table` is the model `fn` answers for index i (see `core.arch.callable`)."""
+        spec = CallableSpec(fn, tuple(input_shape), out_dim, differentiable)
+        return cls(spec, {"model_index": torch.arange(len(table))}, table.reset_index(drop=True), task,
+                   dict(info or {}))
 
     @property
     def labels(self) -> torch.Tensor:
@@ -271,8 +303,8 @@ def validate(zoo: Zoo, where: str = "zoo") -> None:
                                              f"(models.csv has {m} rows)")
     ids = zoo.table["model_id"].to_numpy() if "model_id" in zoo.table else None
     name_of = lambda row: f"model_id {ids[row]} (row {row})" if ids is not None else f"row {row}"
-    for name in expected:
-        bad = ~torch.isfinite(zoo.params[name].flatten(1)).all(dim=1)
+    for name, shape in expected.items():
+        bad = ~torch.isfinite(zoo.params[name].reshape(m, math.prod(shape))).all(dim=1)  # [M]
         if bad.any():
             row = int(bad.nonzero()[0, 0])
             raise err("weights.safetensors", f"non-finite value in {name!r} of {name_of(row)}")
@@ -300,7 +332,7 @@ def validate(zoo: Zoo, where: str = "zoo") -> None:
         raise err("models.csv", f"{zoo.task.label_column} {value!r} of {name_of(row)}{rng}")
 
 
-def stack_state_dicts(state_dicts: Sequence[dict[str, torch.Tensor]], spec: ArchSpec,
+def stack_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]], spec: ArchSpec,
                       names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     """Stack per-model state_dicts into zoo parameters, checking each against the spec (error names the item)."""
     expected = spec.param_shapes()

@@ -207,6 +207,7 @@ def run_metrics(config: RunConfig, model: Learner, zoo: AnyZoo, history: list[di
         "threads": (used := threads.finish()),  # the intra-op threads used and why (see core.threads.ThreadGovernor)
         "device": describe_device(device, threads=int(used["threads"]) if used["threads"] else None),
         "config_sha256": rf.config_digest(config),  # the completion record names the config it completes
+        "queries": model.queries,  # probes × models forwarded, evaluation included: a black-box model's cost
     }
 
 

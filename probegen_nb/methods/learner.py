@@ -55,6 +55,8 @@ class Learner(Protocol):
     """What `train()` needs of a method; implemented by `ProbingModel`, `baselines.base.Baseline` and
     `baselines.trees.TreesLearner`."""
 
+    queries: int  # the models' answers asked for so far (probes × models): a served model's cost; 0 reading weights
+
     @property
     def fixed_representation(self) -> bool:
         """A model's representation never changes in training: `train()` computes it once per split."""

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from probegen_nb.core.arch.callable import CallableSpec
 from probegen_nb.core.arch.cnn import cnn_forward_runs
 from probegen_nb.core.arch.registry import ArchSpec, forward
 from probegen_nb.core.zoo import AnyZoo, Batch, MixedZoo
@@ -33,16 +34,23 @@ class ProbingModel(nn.Module):
         self.probe_weight_decay = probe_weight_decay
         for spec in specs:
             check_probe_shape(probes, spec)
+            if isinstance(spec, CallableSpec) and not spec.differentiable and probes.learned:
+                raise ValueError(f"{type(probes).__name__} learns its probes through the models' gradients, but the "
+                                 f"zoo's black-box models are not differentiable: use fixed probes or probes "
+                                 f"transferred from a white-box run (FixedProbes)")
         self.specs = tuple(specs)
         self.probes = probes
         self.rep_dim = probes.n_probes * n_model_outputs
         self.predictor = Predictor(self.rep_dim, d_out, hidden, n_hidden)
+        self.queries = 0  # probes × models forwarded so far: a black-box model's cost
 
     def represent(self, params: Mapping[str, torch.Tensor], probes: torch.Tensor | None = None,
                   spec: ArchSpec | None = None) -> torch.Tensor:
         """[B, Q·K]: every model's outputs on every probe (models of one architecture, the first by default)."""
         x = self.probes() if probes is None else probes  # [Q, *input_shape]
-        return forward(spec or self.specs[0], params, x).flatten(1)  # [B, Q, K] → [B, Q·K]
+        out = forward(spec or self.specs[0], params, x)  # [B, Q, K]
+        self.queries += out.shape[0] * out.shape[1]
+        return out.flatten(1)  # [B, Q·K]
 
     def represent_rows(self, zoo: AnyZoo, index: torch.Tensor, probes: torch.Tensor | None = None,
                        by_layer_shapes: bool | None = None) -> torch.Tensor:
@@ -51,6 +59,7 @@ class ProbingModel(nn.Module):
         that is the faster, see `shares_forwards`)."""
         x = self.probes() if probes is None else probes  # [Q, *input_shape]
         shared = shares_forwards(x.device) if by_layer_shapes is None else by_layer_shapes
+        self.queries += len(index) * x.shape[0]
         return zoo.map_rows(index, lambda b: forward_batch(b, x).flatten(1), (self.rep_dim,), shared)  # [B, Q·K]
 
     @property

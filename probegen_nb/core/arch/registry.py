@@ -10,13 +10,15 @@ from typing import Any
 
 import torch
 
+from probegen_nb.core.arch.callable import CallableSpec, callable_forward
 from probegen_nb.core.arch.cnn import CNNSpec, cnn_forward
+from probegen_nb.core.arch.module import ModuleSpec, module_forward
 from probegen_nb.core.arch.siren import SirenSpec, siren_forward
 
-ArchSpec = SirenSpec | CNNSpec
+ArchSpec = SirenSpec | CNNSpec | ModuleSpec | CallableSpec  # callables are never read from a file
 
 
-_SPECS: dict[str, type] = {SirenSpec.kind: SirenSpec, CNNSpec.kind: CNNSpec}
+_SPECS: dict[str, type] = {SirenSpec.kind: SirenSpec, CNNSpec.kind: CNNSpec, ModuleSpec.kind: ModuleSpec}
 
 
 def spec_from_dict(d: dict[str, Any]) -> ArchSpec:
@@ -37,4 +39,8 @@ def forward(spec: ArchSpec, params: Mapping[str, torch.Tensor], x: torch.Tensor)
         return siren_forward(spec, params, x)
     if isinstance(spec, CNNSpec):
         return cnn_forward(spec, params, x)
+    if isinstance(spec, ModuleSpec):
+        return module_forward(spec, params, x)
+    if isinstance(spec, CallableSpec):
+        return callable_forward(spec, params, x)
     raise TypeError(f"no batched forward for architecture {type(spec).__name__}")
