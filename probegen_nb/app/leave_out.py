@@ -128,6 +128,12 @@ def summary(per_seed: list[dict[str, RunResult]], n_models: int) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def seed_results(per_seed: list[dict[str, RunResult]], seeds: list[int]) -> pd.DataFrame:
+    """One row per method and seed (`variant`, `seed`, `test_accuracy`): what `compare_variants` pairs by seed."""
+    return pd.DataFrame([{"variant": method, "seed": seed, "test_accuracy": runs[method].metrics["test_accuracy"]}
+                         for seed, runs in zip(seeds, per_seed) for method in METHODS])
+
+
 def confusion(result: RunResult, zoo: MixedZoo) -> np.ndarray:
     """[10, 10] counts: rows the true left-out class of each test model, columns the predicted one."""
     assert isinstance(result.model, ProbingModel)
