@@ -97,3 +97,15 @@ def class_shift_zoo() -> Zoo:
     table = pd.DataFrame({"model_id": range(m), "split": ["train"] * 80 + ["val"] * 20 + ["test"] * 20,
                           "label": labels})
     return Zoo(SirenSpec(), params, table, Task("label", 3))
+
+
+@pytest.fixture(scope="module")
+def bias_sign_zoo() -> Zoo:
+    """120 SIRENs whose label is decodable from their weights (the sign pattern of the output bias)."""
+    m = 120
+    params = init_siren_params(SirenSpec(), m, torch.Generator().manual_seed(0))
+    labels = np.arange(m) % 3
+    params["seq.2.bias"] = torch.tensor(labels - 1.0, dtype=torch.float32)[:, None] * 1.5
+    table = pd.DataFrame({"model_id": range(m), "split": ["train"] * 80 + ["val"] * 20 + ["test"] * 20,
+                          "label": labels})
+    return Zoo(SirenSpec(), params, table, Task("label", 3))

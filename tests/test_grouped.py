@@ -45,15 +45,9 @@ TAU_ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def zoo() -> Zoo:
-    """120 SIRENs whose label is decodable from their weights (the sign pattern of the output bias)."""
-    m = 120
-    params = init_siren_params(SirenSpec(), m, torch.Generator().manual_seed(0))
-    labels = np.arange(m) % 3
-    params["seq.2.bias"] = torch.tensor(labels - 1.0, dtype=torch.float32)[:, None] * 1.5
-    table = pd.DataFrame({"model_id": range(m), "split": ["train"] * 80 + ["val"] * 20 + ["test"] * 20,
-                          "label": labels})
-    return Zoo(SirenSpec(), params, table, Task("label", 3))
+def zoo(bias_sign_zoo: Zoo) -> Zoo:
+    """The shared bias-sign SIREN zoo (conftest)."""
+    return bias_sign_zoo
 
 
 def small(**kw) -> RunConfig:

@@ -3,15 +3,12 @@
 import json
 from dataclasses import replace
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import probegen_nb.experiment.train as train_mod
-from probegen_nb.core.arch.siren import SirenSpec
-from probegen_nb.core.zoo import Task, Zoo
+from probegen_nb.core.zoo import Zoo
 from probegen_nb.experiment import run_folder as rf
 from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.train import NonFiniteLossError, build_model, train
@@ -25,19 +22,12 @@ from probegen_nb.probes.coords import (
     VanillaConfig,
 )
 from probegen_nb.probes.registry import probe_config_from_dict, probe_config_to_dict
-from probegen_nb.zoos.inr import init_siren_params
 
 
 @pytest.fixture(scope="module")
-def zoo() -> Zoo:
-    """120 SIRENs whose label is decodable from their weights (the sign pattern of the output bias)."""
-    m = 120
-    params = init_siren_params(SirenSpec(), m, torch.Generator().manual_seed(0))
-    labels = np.arange(m) % 3
-    params["seq.2.bias"] = torch.tensor(labels - 1.0, dtype=torch.float32)[:, None] * 1.5
-    table = pd.DataFrame({"model_id": range(m), "split": ["train"] * 80 + ["val"] * 20 + ["test"] * 20,
-                          "label": labels})
-    return Zoo(SirenSpec(), params, table, Task("label", 3))
+def zoo(bias_sign_zoo: Zoo) -> Zoo:
+    """The shared bias-sign SIREN zoo (conftest)."""
+    return bias_sign_zoo
 
 
 def small(**kw) -> RunConfig:
