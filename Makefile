@@ -15,7 +15,7 @@ ifneq ($(wildcard $(SHARED)/README.md),)
 export PROBEGEN_SHARED ?= $(SHARED)
 endif
 
-.PHONY: setup system-packages test demo lab zoos zoo-fmnist bench seeds ablations baselines docs clean
+.PHONY: setup system-packages test demo lab zoos zoo-fmnist bench seeds ablations baselines paper docs clean
 
 setup: $(VENV)/.setup-done system-packages
 
@@ -95,6 +95,13 @@ ablations: setup
 # Dask LocalCluster of WORKERS single-threaded processes; about 45 min on a 2-core CPU. Resumable: rerun to continue.
 baselines: setup
 	$(PY) -m probegen_nb.cli notebook 06_baselines --out runs/baselines --set engine=dask --set workers=$(WORKERS)
+
+# The paper's Table 1 (docs/results/paper-table.md): ProbeGen and its two probe-source controls at Q = 64 and 128,
+# 3 seeds, the protocol's epochs. On a GPU: public-size MNIST and FMNIST INR zoos (built first) and CIFAR10-GS; on a
+# CPU: CIFAR10-GS alone at 150 epochs (about 2 h on 2 cores). Resumable: rerun to continue. PARTS="mnist cifar10-gs" to
+# choose.
+paper: setup
+	$(PY) -m probegen_nb.cli paper $(if $(PARTS),--parts $(PARTS))
 
 # docs/results/*.md from the sweep folders that `make seeds`, `make ablations` and `make baselines` write (a sweep not
 # run yet gives a page saying which command makes it). Seconds: nothing is trained.

@@ -28,6 +28,7 @@ CNN_RECIPE: dict[str, Any] = {"epochs": 8.0, "batch_size": 512, "checkpoint_epoc
               "steps": None, "checkpoints": ()}  # zoos.cnn.CNNZooRecipe()'s defaults
 N_WORKERS = 2  # core.engine.N_WORKERS
 QUICKSTART = "00_quickstart"  # experiment.QUICKSTART
+PAPER_BENCHMARKS = ("mnist", "fmnist", "cifar10-gs")  # app.paper.BENCHMARKS
 QUICKSTART_PROTOCOL = {"n_probes": 128, "epochs": 30}  # ProbingConfig's and RunConfig's defaults
 
 
@@ -125,6 +126,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--epochs", type=int, default=QUICKSTART_PROTOCOL["epochs"])
     r.add_argument("--max-train-models", type=int, help="use only the first N train models")
     r.add_argument("--device", default="auto")
+    p = sub.add_parser("paper", help="the paper's Table 1: ProbeGen, vanilla and its other control at Q = 64 and 128 "
+                                     "over 3 seeds per benchmark, one resumable sweep each, into "
+                                     "docs/results/paper-table.md (`make paper`)")
+    p.add_argument("--parts", nargs="+", choices=PAPER_BENCHMARKS,
+                   help="benchmarks to run (default: all on a GPU, which builds the public-size INR zoos first; "
+                        "cifar10-gs alone on a CPU, where a public-size INR zoo takes 80-120 min to build)")
+    p.add_argument("--zoo", action="append", default=[], metavar="BENCHMARK=DIR",
+                   help="run a benchmark on this zoo instead of its default (e.g. mnist=data/zoos/mnist-inr-small)")
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "paper", help="sweep folders go to OUT/paper_<name>/")
+    p.add_argument("--page", type=Path, default=REPO / "docs" / "results" / "paper-table.md")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, help="default: the protocol's (150 on CIFAR10-GS, 30 on the INR zoos); "
+                                              "any other number is marked on the page as not the protocol")
+    p.add_argument("--max-train-models", type=int, help="use only the first N train models (smoke runs)")
+    p.add_argument("--no-group", action="store_true",
+                   help="train each run alone (default: a variant's seeds as one program, equal results)")
+    p.add_argument("--table-only", action="store_true", help="rewrite the page from the finished runs; train nothing")
+    p.add_argument("--device", default="auto")
+    add_engine_arguments(p, "group of runs")
+    p.set_defaults(engine=None)  # paper: dask workers on a CPU (two groups at once on 2 cores), local on a GPU
     return parser
 
 
@@ -179,6 +200,9 @@ def run_command(args: argparse.Namespace) -> None:
         return
     if args.command == "seeds":
         seeds_command(args)
+        return
+    if args.command == "paper":
+        paper_command(args)
         return
     if args.command == "build-cnn-zoo":
         from probegen_nb.core.data import images_to_inputs, load_dataset
@@ -328,6 +352,48 @@ def seeds_command(args: argparse.Namespace) -> None:
     print(f"wrote {out / 'summary.json'} and {out / 'results.csv'}")
     if report.failures:
         raise SystemExit(report.failures)
+
+
+def paper_command(args: argparse.Namespace) -> None:
+    """`paper`: run (or resume) the chosen benchmarks' sweeps, then write the page from every benchmark whose sweep
+    folder exists (so running one benchmark later keeps the others' sections)."""
+    import time
+
+    from probegen_nb.app import paper
+    from probegen_nb.core.engine import EngineConfig
+
+    zoos = dict(parse_assignment(z, "--zoo") for z in args.zoo)
+    unknown = sorted(set(zoos) - set(PAPER_BENCHMARKS))
+    if unknown:
+        raise ValueError(f"--zoo names unknown benchmarks {unknown}; known: {list(PAPER_BENCHMARKS)}")
+    parts = tuple(args.parts) if args.parts else paper.default_parts(args.device)
+    engine = EngineConfig(kind=args.engine or paper.default_engine(args.device), address=args.address,
+                          n_workers=args.workers)
+    t0 = time.perf_counter()
+    ran = [] if args.table_only else paper.run_paper(parts, args.out, args.seeds, args.device, zoos, args.epochs,
+                                                     args.max_train_models, engine, group=not args.no_group)
+    by_key = {p.benchmark.key: p for p in ran}
+    for key in PAPER_BENCHMARKS:
+        if key not in by_key:
+            found = paper.read_part(key, args.out, zoos.get(key))
+            if found is not None:
+                by_key[key] = found
+    if not by_key:
+        raise ValueError(f"no paper sweep under {args.out} yet: run without --table-only")
+    command = f"python -m probegen_nb.cli paper --parts {' '.join(parts)}" if args.parts else "make paper"
+    page = paper.write_page([by_key[k] for k in PAPER_BENCHMARKS if k in by_key], args.out, command, args.page)
+    failed = [p for p in ran if (p.results["status"] == "failed").any()]
+    print(f"wrote {page} ({time.perf_counter() - t0:.0f} s)")
+    if failed:
+        raise SystemExit(f"failed runs in {[p.benchmark.key for p in failed]}: see results.csv in {args.out}")
+
+
+def parse_assignment(text: str, option: str) -> tuple[str, str]:
+    """NAME=VALUE of an option given several times (e.g. --zoo mnist=DIR): one clear error when malformed."""
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise ValueError(f"{option} takes NAME=VALUE, got {text!r}")
+    return name, value
 
 
 if __name__ == "__main__":

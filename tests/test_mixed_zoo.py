@@ -172,6 +172,19 @@ def test_split_subset_and_training() -> None:
     assert run.metrics["flops_per_model"] > 0
 
 
+def test_a_subset_that_keeps_no_model_of_an_architecture_trains_to_the_end() -> None:
+    """A MixedZoo subset with an empty architecture group (e.g. the embedded CIFAR10-GS zoo's first relu models)
+    used to fail after its last epoch, counting FLOPs on a model that is not there; its FLOPs are the kept
+    architecture's."""
+    zoo = make_mixed((6, 6, 6))
+    relu_only = zoo.subset(list(range(6)))  # the first group's models: groups 1 and 2 are empty
+    assert [len(g) for g in relu_only.groups][1:] == [0, 0]
+    config = RunConfig(epochs=1, hidden=16, n_hidden=1, device="cpu", method=ProbingConfig(ImageVanillaConfig(), 4))
+    run = train(config, relu_only, progress=False)
+    alone = build_model(config, zoo.groups[0], torch.Generator().manual_seed(0))
+    assert run.metrics["flops_per_model"] == alone.flops_per_model(zoo.groups[0]) > 0
+
+
 def test_errors(tmp_path) -> None:
     zoo = make_mixed()
     save_zoo(zoo, tmp_path / "z")

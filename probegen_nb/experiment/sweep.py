@@ -220,7 +220,7 @@ def run_sweep(sweep: Sweep, engine: EngineConfig = EngineConfig(), zoo: AnyZoo |
     bar = tqdm(total=len(sweep.runs), initial=len(rows), desc=sweep.name, unit="run", disable=not progress)
     label = lambda run: f"{run.variant} seed {run.config.seed}"
     if pending:
-        bar.set_postfix_str(label(pending[0]) if engine.kind == "local" else f"{len(pending)} tasks")
+        bar.set_postfix_str(label(pending[0]) if engine.kind == "local" else f"{len(pending)} runs pending")
     local_zoo = zoo if engine.kind == "local" else None
     # --- run axis: each task trains a group of pending runs (one run unless grouping) ---
     configs = [run.config for run in pending]

@@ -148,6 +148,8 @@ def flops_per_model(model: ProbingModel, zoo: AnyZoo) -> int:
     probes = model.probes()
     total = 0.0
     for group in groups:
+        if len(group) == 0:  # a subset that kept no model of this architecture (weight 0, and no model to run)
+            continue
         with FlopCounterMode(display=False) as counter:
             model.predictor(model.represent({k: v[:1] for k, v in group.params.items()}, probes, group.spec))
         total += counter.get_total_flops() * len(group) / len(zoo)
