@@ -121,18 +121,33 @@ def train_group(configs: Sequence[RunConfig], zoo: AnyZoo | None = None,
     cached = {s: stack.represent_all(z) for s, z in splits.items()} if fixed else None  # [R, M_s, Q·K] each
 
     outs = [Path(d) if d is not None else None for d in dirs]
-    for out, c in zip(outs, configs):
-        if out is not None:
-            rf.start_run(out, c)
     name = metric_name(zoo)
     histories: list[list[dict[str, Any]]] = [[] for _ in configs]
     with torch.no_grad():
         snapshots = [[p.cpu()] for p in stack.probes()]
     bests: list[dict[str, Any]] = [{"val": -math.inf, "epoch": -1, "state": None} for _ in configs]
-    t0, n_steps = time.perf_counter(), 0
+    n_steps, start, before = 0, 0, 0.0
+    # a group killed part-way continues after its last finished epoch when every run saved that epoch (each run's
+    # state is its solo run's format); otherwise every run starts again
+    states = [rf.read_resume(o, c) if o is not None else None for o, c in zip(outs, configs)]
+    if all(st is not None for st in states) and len({st.epoch for st in states if st is not None}) == 1:
+        for r, st in enumerate(states):
+            assert st is not None
+            models[r].load_state_dict(st.model)
+            opts[r][0].load_state_dict(st.optimizer)
+            opts[r][1].load_state_dict(st.schedule)
+            gens[r].set_state(st.rng)
+            models[r].queries = st.queries
+            histories[r], bests[r], snapshots[r] = st.history, st.best, st.snapshots
+        n_steps, start, before = states[0].n_steps, states[0].epoch + 1, states[0].seconds  # type: ignore[union-attr]
+    else:
+        for out, c in zip(outs, configs):
+            if out is not None:
+                rf.start_run(out, c)
+    t0 = time.perf_counter() - before
     check_each_step = checks_loss_each_step(dev)
     arange = torch.arange(r_runs, device=dev)[:, None]  # [R, 1]
-    for epoch in range(first.epochs):
+    for epoch in range(start, first.epochs):
         order = torch.stack([torch.randperm(len(train_zoo), generator=g) for g in gens]).to(dev)  # [R, N]
         losses = []
         for step, idx in enumerate(order.split(first.batch_size, dim=1)):  # idx [R, B]: run r's models
@@ -172,6 +187,13 @@ def train_group(configs: Sequence[RunConfig], zoo: AnyZoo | None = None,
                             "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
             if outs[r] is not None:
                 rf.save_last(outs[r], model.state_dict())  # type: ignore[arg-type]
+        seconds_so_far = time.perf_counter() - t0
+        for r, (c, model, (opt, schedule), out) in enumerate(zip(configs, models, opts, outs)):
+            if out is not None:
+                rf.save_resume(out, c, rf.ResumeState(epoch, dict(model.state_dict()), opt.state_dict(),
+                                                      schedule.state_dict(), gens[r].get_state(), histories[r],
+                                                      bests[r], snapshots[r], n_steps, seconds_so_far,
+                                                      model.queries))
     seconds = time.perf_counter() - t0
     flops = flops_per_model(models[0], zoo)  # runs of one group share every shape, hence their FLOPs
     thread_info = threads.finish()  # after the FLOP count, as in train(): under the governor's threads

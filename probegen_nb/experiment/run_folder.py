@@ -10,6 +10,8 @@ A run folder (`train()`):
     test_representations.safetensors   the best-validation model's test outputs and representations
     zoo.sha256                         in a sweep: the fingerprint of the zoo files the run was trained on
     failed.json                        in a sweep: the error of a run that failed
+    resume.safetensors                 while a run trains: everything it needs to continue after its last finished
+                                       epoch exactly as if never stopped (`ResumeState`); removed when it finishes
 
 A sweep folder holds `sweep.json` (the grid, with `schema_version`), `results.csv`, one run folder per run, named
 by its run id, and (`cli seeds`) `summary.json`. Folders written before `schema_version` existed (version 0) are
@@ -23,13 +25,14 @@ import json
 import math
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from probegen_nb.core.jobs import save_tensors_atomic, write_text_atomic
@@ -47,10 +50,11 @@ ZOO_FILE = "zoo.sha256"
 FAILED_FILE = "failed.json"
 SWEEP_FILE = "sweep.json"
 RESULTS_FILE = "results.csv"
+RESUME_FILE = "resume.safetensors"
 SUMMARY_FILE = "summary.json"  # `cli seeds`: the seeds' comparison beside a sweep's results.csv
 
 # What a run writes besides config.json; metrics.json, written last, is the record that the run finished
-RESULT_FILES = (METRICS_FILE, BEST_FILE, PROBES_FILE, TEST_REPS_FILE, LAST_FILE)
+RESULT_FILES = (METRICS_FILE, BEST_FILE, PROBES_FILE, TEST_REPS_FILE, LAST_FILE, RESUME_FILE)
 RUN_FILES = (CONFIG_FILE, METRICS_FILE)  # what every finished run has
 PROBE_RUN_FILES = (*RUN_FILES, BEST_FILE, PROBES_FILE)  # what a finished probing run has (`load_run` reads them)
 
@@ -190,8 +194,86 @@ def save_test_representations(out: Path, outputs: torch.Tensor, reps: torch.Tens
 
 
 def finish_run(out: Path, metrics: Mapping[str, Any]) -> None:
-    """Write metrics.json, the completion record: last, after everything else the run writes."""
+    """Write metrics.json, the completion record: last, after everything else the run writes (the resume state,
+    no longer needed, goes after it)."""
     write_json(out / METRICS_FILE, {"schema_version": SCHEMA_VERSION, **metrics})
+    (out / RESUME_FILE).unlink(missing_ok=True)
+
+
+# --- resuming a run killed part-way --------------------------------------------------------------------------------
+
+@dataclass
+class ResumeState:
+    """A run after its epoch `epoch`: all it needs to continue exactly as if it had not stopped (the same batch order,
+    optimizer moments and schedule, model selection and history). One safetensors file: tensors, and the rest as
+    JSON in its metadata, written atomically, so a kill leaves the previous epoch's state or this one, never half."""
+
+    epoch: int  # the last finished epoch
+    model: dict[str, torch.Tensor]  # the learner's state_dict
+    optimizer: dict[str, Any]  # torch.optim state_dict
+    schedule: dict[str, Any]  # the lr scheduler's state_dict
+    rng: torch.Tensor  # the run's torch.Generator state (its batch order)
+    history: list[dict[str, Any]]
+    best: dict[str, Any]  # val, epoch, test, state (a state_dict, or None)
+    snapshots: list[torch.Tensor]  # probing: the probes at init and after every epoch so far
+    n_steps: int
+    seconds: float  # training time so far
+    queries: int = 0  # the learner's queries so far (`Learner.queries`)
+
+
+def save_resume(out: Path, config: RunConfig, state: ResumeState) -> None:
+    tensors = {f"model/{k}": v for k, v in state.model.items()}
+    tensors.update({f"best/{k}": v for k, v in (state.best["state"] or {}).items()})
+    tensors["rng"] = state.rng
+    if state.snapshots:
+        tensors["snapshots"] = torch.stack(state.snapshots)
+    opt_scalars: dict[str, dict[str, Any]] = {}
+    for i, per_param in state.optimizer["state"].items():
+        for name, value in per_param.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer/{i}/{name}"] = value
+            else:
+                opt_scalars.setdefault(str(i), {})[name] = value
+    record = {"config_sha256": config_digest(config), "epoch": state.epoch, "history": state.history,
+              "best": {k: v for k, v in state.best.items() if k != "state"},
+              "has_best_state": state.best["state"] is not None,
+              "optimizer_groups": state.optimizer["param_groups"], "optimizer_scalars": opt_scalars,
+              "schedule": state.schedule, "n_steps": state.n_steps, "seconds": state.seconds,
+              "queries": state.queries}
+    save_tensors_atomic(out / RESUME_FILE, tensors, {"resume": json.dumps(record)})  # NaN kept: our own file
+
+
+def read_resume(out: Path, config: RunConfig) -> ResumeState | None:
+    """The resume state of a run of `config` killed part-way in `out`; None when there is none, or it was written for
+    another config, or it cannot be read (a damaged file is no state: the run starts again)."""
+    path = out / RESUME_FILE
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            record = json.loads((f.metadata() or {})["resume"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except (SafetensorError, OSError, KeyError, ValueError):
+        return None
+    if record.get("config_sha256") != config_digest(config):
+        return None
+    part = lambda prefix: {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+    opt_state: dict[int, dict[str, Any]] = {}
+    for key, value in part("optimizer/").items():
+        i, name = key.split("/", 1)
+        opt_state.setdefault(int(i), {})[name] = value
+    for i, scalars in record["optimizer_scalars"].items():
+        opt_state.setdefault(int(i), {}).update(scalars)
+    best = {**record["best"], "state": part("best/") if record["has_best_state"] else None}
+    snapshots = list(tensors["snapshots"].unbind(0)) if "snapshots" in tensors else []
+    optimizer = {"state": opt_state, "param_groups": record["optimizer_groups"]}
+    return ResumeState(record["epoch"], part("model/"), optimizer, record["schedule"], tensors["rng"],
+                       record["history"], best, snapshots, record["n_steps"], record["seconds"],
+                       record["queries"])
+
+
+def has_resume(folder: Path) -> bool:
+    return (folder / RESUME_FILE).is_file()
 
 
 def read_metrics(folder: str | Path, config: RunConfig | None = None) -> dict[str, Any]:

@@ -8,8 +8,9 @@ A sweep is a name, a list of runs (a `RunConfig` and the name of its variant) an
     <folder>/<run id>/zoo.sha256   the fingerprint of the zoo files the run was trained on
 
 Rerunning a sweep skips the runs whose folders are finished (their results read back from `metrics.json`) on the
-zoo that is there now (a run whose recorded zoo fingerprint differs is trained again, with a warning), redoes
-from scratch any run that was killed mid-way (a folder without `metrics.json`), and retries failed runs; a run
+zoo that is there now (a run whose recorded zoo fingerprint differs is trained again, with a warning), continues
+any run that was killed mid-way after its last finished epoch (`run_folder.ResumeState`; one killed in its first
+epoch starts again), and retries failed runs from scratch; a run
 is in `results.csv` once, whatever happened before. A run that raises (a NaN loss, a zoo that is not there, a probe
 config that does not fit) is recorded as failed with its error and the sweep goes on. Runs go through
 `probegen_nb.core.engine` (in this process, or as Dask tasks), each trained with the engine's fixed thread count, so
@@ -212,9 +213,9 @@ def run_sweep(sweep: Sweep, engine: EngineConfig = EngineConfig(), zoo: AnyZoo |
         elif not retry_failed and (run_dir / FAILED_FILE).is_file():
             rows[run.run_id] = _row(run, varied, None, rf.read_failure(run_dir))
         else:
-            if run_dir.exists():  # killed mid-way, or failed before: start again from nothing
-                shutil.rmtree(run_dir)
-            pending.append(run)
+            if run_dir.exists() and not _resumable(run_dir, run, fingerprints[run.config.zoo_dir]):
+                shutil.rmtree(run_dir)  # failed before, or killed before its first epoch ended: start again
+            pending.append(run)  # a run killed later continues after its last finished epoch (`train`)
     _write_results(folder, sweep, rows)
 
     bar = tqdm(total=len(sweep.runs), initial=len(rows), desc=sweep.name, unit="run", disable=not progress)
@@ -259,6 +260,13 @@ def _zoo_fingerprints(sweep: Sweep) -> dict[str, str | None]:
         except (FileNotFoundError, OSError):
             found[zoo_dir] = None
     return found
+
+
+def _resumable(run_dir: Path, run: SweepRun, current: str | None) -> bool:
+    """Whether a killed run's folder holds a resume state of this config on the zoo that is there now (a failed
+    run starts again: resuming it would fail the same way)."""
+    return (not (run_dir / FAILED_FILE).is_file() and rf.read_resume(run_dir, run.config) is not None
+            and rf.read_zoo_fingerprint(run_dir) == current)
 
 
 def _trained_on_another_zoo(run_dir: Path, current: str | None) -> bool:

@@ -116,6 +116,21 @@ class GradientFit:
             self.threads.update()
         return torch.stack(losses), self.optimizer.param_groups[0]["lr"]  # [steps]; lr after the epoch's last step
 
+    def state(self, epoch: int, history: list[dict[str, Any]], best: dict[str, Any], snapshots: list[torch.Tensor],
+              n_steps: int, seconds: float) -> rf.ResumeState:
+        """What the run needs to continue after `epoch` as if never stopped."""
+        return rf.ResumeState(epoch, dict(self.model.state_dict()), self.optimizer.state_dict(),
+                              self.schedule.state_dict(), self.generator.get_state(), history, best, snapshots,
+                              n_steps, seconds, self.model.queries)
+
+    def restore(self, state: rf.ResumeState) -> None:
+        """The model, optimizer, schedule and batch order of the run's resume state."""
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.schedule.load_state_dict(state.schedule)
+        self.generator.set_state(state.rng)
+        self.model.queries = state.queries
+
 
 def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | None = None,
           probes: ProbeSource | None = None, progress: bool = True) -> RunResult:
@@ -141,20 +156,32 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
     cached = {s: represent_all(model, z) for s, z in splits.items()} if fixed else None
 
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
+    t_start = time.perf_counter()
+    self_fit = model.self_fit(train_zoo, labels["train"], cached["train"] if cached else None, config.seed)
+    fit: EpochFit
+    grad: GradientFit | None  # every learner but the trees, which fit themselves
+    if self_fit is None:
+        fit = grad = GradientFit(config, model, train_zoo, labels["train"], cached["train"] if cached else None, gen,
+                                 out, threads)
+    else:
+        fit, grad = self_fit, None
+    # a run killed part-way continues after its last finished epoch (gradient-fitted learners; trees refit fast)
+    resume = rf.read_resume(out, config) if out is not None and grad is not None else None
+    if out is not None and resume is None:
         rf.start_run(out, config)
-    t0 = time.perf_counter()
-    fit: EpochFit | None = model.self_fit(train_zoo, labels["train"], cached["train"] if cached else None, config.seed)
-    if fit is None:
-        fit = GradientFit(config, model, train_zoo, labels["train"], cached["train"] if cached else None, gen, out,
-                          threads)
     name = metric_name(zoo)
     history: list[dict[str, Any]] = []
     first = model.snapshot()
     snapshots = [first] if first is not None else []  # probing: the probes at init, then after every epoch
     best: dict[str, Any] = {"val": -math.inf, "epoch": -1, "test": math.nan, "state": None}
-    n_steps = 0
-    bar = tqdm(range(model.n_epochs(config.epochs)), desc=config.method.label, disable=not progress)
+    n_steps, start, before = 0, 0, 0.0
+    if resume is not None and grad is not None:
+        grad.restore(resume)
+        history, best, snapshots, n_steps = resume.history, resume.best, resume.snapshots, resume.n_steps
+        start, before = resume.epoch + 1, resume.seconds
+    t0 = t_start - before
+    bar = tqdm(range(start, model.n_epochs(config.epochs)), desc=config.method.label, disable=not progress,
+               initial=start, total=model.n_epochs(config.epochs))
     for epoch in bar:
         losses, lr = fit.run_epoch(epoch)  # [steps]
         n_steps += len(losses)
@@ -175,6 +202,9 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         if out is not None and model.saves_checkpoints:
             rf.save_last(out, model.state_dict())
+            if grad is not None:
+                rf.save_resume(out, config, grad.state(epoch, history, best, snapshots, n_steps,
+                                                       time.perf_counter() - t0))
         bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record[f'val_{name}']:.3f}")
     seconds = time.perf_counter() - t0
     if best["state"] is not None:  # model selection: the run's model is its best-validation state
