@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
 done
 
 all_steps=(environment inr_zoo_plan build_inr_zoo train_probegen zoo_memory inr_fitting probe_training cnn_zoo
-           fixed_probes)
+           fixed_probes runs)
 for name in ${only//,/ } $fail_step; do
   [[ " ${all_steps[*]} " == *" $name "* ]] || {
     echo "gpu_check.sh: unknown step '$name' (steps: ${all_steps[*]})" >&2; exit 2; }
@@ -54,10 +54,12 @@ mkdir -p "$logs"
 
 if [ "$smoke" = 1 ]; then
   images=(--first-images 70); memory=(--smoke); inr=(--smoke); probe=(--smoke); cnn=(--smoke); fixed=(--smoke)
+  runs=(--smoke)
 else  # GPU-sized batches, fewer rounds than on a CPU, so the check stays inside its budget (H200: about 7.5 min)
   images=(); memory=(--zoo "$zoo"); inr=(--batch 16384 --rounds 2); probe=(--rounds 3)
   # 512 CNNs train at about 300 model-steps/s on an H200: one round of 10 steps is 17 s (40 steps x 3 rounds: 200 s)
   cnn=(--batched-models 512 --rounds 1 --steps 10); fixed=(--rounds 2)
+  runs=(--runs 3 --epochs 2 --max-train-models 4000 --rounds 2)  # 3 seeds as one program vs in sequence
 fi
 
 start=$SECONDS
@@ -116,6 +118,7 @@ step cnn_zoo 90 "$PY" benchmarks/bench_cnn_zoo.py --device "$device" "${cnn[@]}"
   --out "$out/cnn_zoo.json"
 step fixed_probes 90 "$PY" benchmarks/bench_fixed_probes.py --device "$device" "${fixed[@]}" \
   --out "$out/fixed_probes.json"
+step runs 60 "$PY" benchmarks/bench_runs.py --device "$device" "${runs[@]}" --out "$out/runs.json"
 
 "$PY" - "$out" "$device" "$smoke" "$((SECONDS - start))" "$budget" <<'PY'
 import json, sys
