@@ -383,6 +383,7 @@ def paper_command(args: argparse.Namespace) -> None:
     command = f"python -m probegen_nb.cli paper --parts {' '.join(parts)}" if args.parts else "make paper"
     page = paper.write_page([by_key[k] for k in PAPER_BENCHMARKS if k in by_key], args.out, command, args.page)
     failed = [p for p in ran if (p.results["status"] == "failed").any()]
+    print(page.read_text())
     print(f"wrote {page} ({time.perf_counter() - t0:.0f} s)")
     if failed:
         raise SystemExit(f"failed runs in {[p.benchmark.key for p in failed]}: see results.csv in {args.out}")
