@@ -2,10 +2,14 @@
 no "Kernel is running over TCP without encryption" warning (IPC transport); negative controls show that the same
 capture does see that warning over TCP, and that progress stops short when a cell fails."""
 
+import copy
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import nbformat
+import plotly.graph_objects as go
 import pytest
 
 from probegen_nb.app import runner
@@ -115,7 +119,10 @@ def test_executed_copy_stores_the_shown_widgets_state_and_is_trusted(tmp_path: P
     assert not any(m["state"].get("description") == "never shown" for m in state.values())
     bars = [m["state"] for m in state.values() if m["model_name"] == "FloatProgressModel"]
     assert [(b["value"], b["max"]) for b in bars] == [(7, 7)]  # the final state, not 0 %
-    assert sum(m["model_name"] == "AnyModel" for m in state.values()) == 1  # the FigureWidget
+    figures = [m["state"] for m in state.values() if m["model_name"] == "AnyModel"]
+    assert len(figures) == 1 and "probegen_nb.esm." in figures[0]["_esm"]  # the FigureWidget, its module shared
+    bundle = (Path(go.__file__).parents[1] / "package_data" / "widgetbundle.js").read_text()
+    assert figures[0]["_esm"].startswith(bundle), "the only model of its module keeps plotly's source"
     assert NotebookNotary().check_signature(nb)
 
     bare = nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output(
@@ -125,3 +132,77 @@ def test_executed_copy_stores_the_shown_widgets_state_and_is_trusted(tmp_path: P
     last = len(nb.cells) - 1
     assert runner.widget_problems(nb) == [f"cell {last}: a raw widget repr 'VBox(children=(IntSlider(value=3),))'",
                                           f"cell {last}: widget {'0' * 32} has no stored state"]
+
+
+# an anywidget module that counts how often a page evaluates it
+COUNTING_ESM = """globalThis.evaluations = (globalThis.evaluations ?? 0) + 1;
+export default () => ({ initialize() {}, render({ el }) { el.textContent = "drawn"; } });
+"""
+
+
+def anywidget_state(esms: list[str]) -> dict[str, Any]:
+    """A stored widget state: one anywidget model per module text, and a slider (no module)."""
+    state = {f"{i:032x}": {"model_module": "anywidget", "model_name": "AnyModel", "model_module_version": "~0.11.*",
+                           "state": {"_esm": esm, "_anywidget_id": "test.Counting"}} for i, esm in enumerate(esms)}
+    state["f" * 32] = {"model_module": "@jupyter-widgets/controls", "model_name": "IntSliderModel",
+                       "model_module_version": "2.0.0", "state": {"value": 3}}
+    return state
+
+
+def test_shared_anywidget_modules_keep_one_source_per_module() -> None:
+    """Three models of one module and one of another: one copy of each source stays, every model names its module's
+    key, a module by URL and a slider are left alone, and sharing twice changes nothing."""
+    other, url = COUNTING_ESM.replace("render", "render2"), "https://example.org/widget.js"
+    state = anywidget_state([COUNTING_ESM, COUNTING_ESM, other, COUNTING_ESM, url])
+    before = copy.deepcopy(state)
+    runner.share_anywidget_modules(state)
+    esms = [m["state"]["_esm"] for m in state.values() if m["model_module"] == "anywidget"]
+    assert [e.startswith(COUNTING_ESM) for e in esms] == [True, False, False, False, False]
+    assert [e.startswith(other) for e in esms] == [False, False, True, False, False]
+    assert all(len(e) < 400 for e in (esms[1], esms[3])), "a model whose module another one evaluates keeps no copy"
+    keys = [re.search(r"probegen_nb\.esm\.[0-9a-f]+", e)[0] if "probegen_nb.esm." in e else None for e in esms]
+    assert keys[0] == keys[1] == keys[3] != keys[2] and keys[4] is None and esms[4] == url
+    assert state["f" * 32] == before["f" * 32]
+    shared = copy.deepcopy(state)
+    runner.share_anywidget_modules(shared)
+    assert shared == state
+
+
+IMPORT_ALL = """async esms => {
+  const load = async esm => {  // as anywidget loads a model's inline _esm: a blob URL, imported, then revoked
+    const url = URL.createObjectURL(new Blob([esm], {type: "text/javascript"}));
+    const module = await import(url);
+    URL.revokeObjectURL(url);
+    const el = document.createElement("div");
+    module.default().render({ el });
+    return [typeof module.default, el.textContent];
+  };
+  const widgets = await Promise.all([...esms].reverse().map(load));  // all at once, the module's keeper last
+  return { evaluations: globalThis.evaluations, widgets };
+}"""
+
+
+def import_in_page(browser: Any, esms: list[str]) -> dict[str, Any]:
+    """What a fresh page gets importing these anywidget modules (`IMPORT_ALL`); a page error fails."""
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.set_content("<html><body></body></html>")
+        result = page.evaluate(IMPORT_ALL, esms)
+    finally:
+        page.close()
+    assert not errors, errors
+    return result
+
+
+def test_a_page_evaluates_a_shared_anywidget_module_once(browser: Any) -> None:
+    """Chromium imports three stored models of one module as anywidget does: the module runs once and every model
+    draws. Negative control: the same models unshared run it three times (the 5 MB plotly bundle, six times, made
+    anywidget's 2 s initialisation budget run out on a busy machine)."""
+    state = anywidget_state([COUNTING_ESM] * 3)
+    unshared = [m["state"]["_esm"] for m in state.values() if m["model_module"] == "anywidget"]
+    runner.share_anywidget_modules(state)
+    shared = [m["state"]["_esm"] for m in state.values() if m["model_module"] == "anywidget"]
+    assert import_in_page(browser, shared) == {"evaluations": 1, "widgets": [["function", "drawn"]] * 3}
+    assert import_in_page(browser, unshared) == {"evaluations": 3, "widgets": [["function", "drawn"]] * 3}

@@ -7,14 +7,16 @@ sockets in a private temporary folder) rather than TCP on localhost: nothing lis
 reason for its "Kernel is running over TCP without encryption" warning.
 
 An executed copy renders its views when opened in JupyterLab: the widgets' final state (tqdm bars at 100 %, sliders,
-plotly figures) is stored in it, pruned to the widgets its outputs show, and the copy is signed as trusted by this
-user (JupyterLab renders widget outputs only in a trusted notebook; otherwise it shows their text/plain fallback).
+plotly figures) is stored in it, pruned to the widgets its outputs show, its anywidget modules evaluated once per page
+(`share_anywidget_modules`), and the copy is signed as trusted by this user (JupyterLab renders widget outputs only in
+a trusted notebook; otherwise it shows their text/plain fallback).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import re
@@ -348,9 +350,39 @@ def widget_problems(nb: Any) -> list[str]:
     return problems
 
 
+# anywidget (0.11) gives a model 2 s from its creation to evaluate its `_esm` (`AbortSignal.timeout(2000)` in its
+# Runtime, manzt/anywidget#828), or the page logs the unhandled rejection "[anywidget] Failed to initialize model." (the
+# view renders all the same; a kernel message to that model would be dropped). Each plotly FigureWidget stores the same
+# 5 MB module, so a notebook restoring six of them evaluated 30 MB at once and, on a busy machine, missed that budget.
+# So the first model of each module keeps its source and hands the evaluated module on (a dynamic import of its own
+# URL: the instance already in the page's module map); the others, their source dropped, wait for it and re-export it.
+# One instance for many models is what a module given by URL gets anyway.
+_SHARED = """(globalThis[Symbol.for("probegen_nb.esm.{digest}")] ??= (() => {{
+  let resolve; const promise = new Promise(r => {{ resolve = r; }}); return {{ promise, resolve }};
+}})())"""
+_HAND_ON = "\n;" + _SHARED + ".resolve(import(import.meta.url));\n"
+_WAIT = "const evaluated = await " + _SHARED + """.promise;
+export default evaluated.default;
+export const render = evaluated.render;
+"""
+
+
+def share_anywidget_modules(state: dict[str, Any]) -> None:
+    """Rewrite the stored anywidget models' inline `_esm` (in place) so that a page evaluates each distinct module
+    once: its first model evaluates it and hands it on, the others (their source dropped) wait for it."""
+    sources: set[str] = set()
+    for model in state.values():
+        esm = model["state"].get("_esm") if model.get("model_module") == "anywidget" else None
+        if not isinstance(esm, str) or esm.startswith(("http://", "https://")) or "probegen_nb.esm." in esm:
+            continue  # a module by URL is fetched and evaluated once by the browser already
+        digest = hashlib.sha256(esm.encode()).hexdigest()[:16]
+        model["state"]["_esm"] = _WAIT.format(digest=digest) if esm in sources else esm + _HAND_ON.format(digest=digest)
+        sources.add(esm)
+
+
 def finish_executed(path: Path) -> None:
-    """Drop the stored state of widgets no output shows (a plotly FigureWidget stores its 5 MB plotly.js in each
-    one; `check_wiring`'s copies are never shown), then sign the notebook: it is this user's own run."""
+    """Drop the stored state of widgets no output shows (`check_wiring`'s copies are never shown; a FigureWidget's
+    carries a 5 MB module), share the stored anywidget modules, then sign the notebook: it is this user's own run."""
     import nbformat
     from nbformat.sign import NotebookNotary
 
@@ -359,6 +391,7 @@ def finish_executed(path: Path) -> None:
     if stored is not None:
         keep = shown_widgets(nb)
         stored["state"] = {k: v for k, v in stored["state"].items() if k in keep}
+        share_anywidget_modules(stored["state"])
     NotebookNotary().sign(nb)
     tmp = path.with_name(path.name + ".tmp")
     nbformat.write(nb, tmp)
