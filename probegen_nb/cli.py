@@ -3,8 +3,8 @@
 the app, the experiment and the builders; nothing imports it.
 
 The parser is built without importing torch (about 2 s), so `--help` and argument errors answer at once: the
-choices and defaults it shows are written below, and tests/test_cli.py checks them against the library's own. Each
-command imports what it needs when it runs.
+choices and defaults it shows are written below, and tests/project/test_cli.py checks them against the library's
+own. Each command imports what it needs when it runs.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ Runs of two variants with the same seed share the zoo, the batch order's seed an
 difference is less noisy than either number; the comparison is therefore paired by seed. The interval of the mean
 difference is the paired t interval (`scipy.stats.t`), not a percentile bootstrap: tables compare 3–5 seeds, and at
 that n a bootstrap interval can never be wider than the range of the differences, so it under-covers (about 75 % at
-n = 3 and 84 % at n = 5 for a nominal 95 % on normal data; tests/test_stats.py measures it). The t interval covers
-95 % on normal differences at any n ≥ 2 and stays above 92 % on moderately skewed ones at n = 3. One seed gives no
-interval (NaN); a difference is "beyond seed noise" only when its interval excludes 0.
+n = 3 and 84 % at n = 5 for a nominal 95 % on normal data; tests/experiment/test_stats.py measures it). The t interval
+covers 95 % on normal differences at any n ≥ 2 and stays above 92 % on moderately skewed ones at n = 3. One seed gives
+no interval (NaN); a difference is "beyond seed noise" only when its interval excludes 0.
 """
 
 from __future__ import annotations

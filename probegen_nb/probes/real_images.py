@@ -3,7 +3,7 @@ CIFAR10-GS zoo: the real-data baseline that reviewers of ProbeGen asked for, nex
 
 The config holds the data set's name and split, so `config.json` stays small and reads back exactly; `build` loads
 the images through `core.data`, with the loaders and the [-1, 1], 32×32 conversion that the CNN zoo builder uses
-for its own inputs. Those live in core, not zoos, because probes may import only core (tests/test_layout.py).
+for its own inputs. Those live in core, not zoos, because probes may import only core (tests/project/test_layout.py).
 """
 
 from __future__ import annotations

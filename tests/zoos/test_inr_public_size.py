@@ -22,7 +22,9 @@ from probegen_nb.zoos.inr import (
     plan_one_per_image,
 )
 
-SPLITS_JSON = Path(os.environ.get("PROBEGEN_SHARED", Path(__file__).resolve().parents[2] / "shared")) / \
+from paths import SHARED
+
+SPLITS_JSON = Path(os.environ.get("PROBEGEN_SHARED", SHARED)) / \
     "data" / "splits" / "fmnist_inr_splits.json"
 
 

@@ -20,8 +20,9 @@ from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.protocol import protocol_epochs
 from probegen_nb.experiment.stats import paired_t_interval
 
-REPO = Path(__file__).resolve().parents[1]
-CNN_ZOO = REPO / "data" / "zoos" / "cifar10-gs-cnn-small"
+from paths import ZOOS
+
+CNN_ZOO = ZOOS / "cifar10-gs-cnn-small"
 
 
 def test_the_grid_is_the_papers_table() -> None:

@@ -17,7 +17,6 @@ CUDA's own speed or memory; `benchmarks/gpu_check.sh` runs everything on a real 
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,28 +25,26 @@ import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from devicesim import TARGET, DeviceMixError, SimulatedDevice  # noqa: E402
+from probegen_nb.baselines.graph_net import GraphNetConfig
+from probegen_nb.baselines.nfn import NFNConfig
+from probegen_nb.baselines.statnn import StatNNConfig
+from probegen_nb.baselines.weight_mlp import WeightMLPConfig
+from probegen_nb.core.arch.cnn import MODEL_CHUNK, CNNSpec, cnn_forward, cnn_forward_runs
+from probegen_nb.core.arch.siren import SirenSpec, reconstruct, siren_forward
+from probegen_nb.core.data import images_to_inputs
+from probegen_nb.core.zoo import AnyZoo, MixedZoo, Task, Zoo
+from probegen_nb.core.zoo_io import load_zoo
+from probegen_nb.experiment.config import RunConfig
+from probegen_nb.experiment.train import train
+from probegen_nb.probes.coords import ProbeGenConfig
+from probegen_nb.probes.dead_leaves import dead_leaves
+from probegen_nb.probes.images import ConvProbeGenConfig
+from probegen_nb.zoos.cnn import CNNZooRecipe, build_cnn_zoo
+from probegen_nb.zoos.inr import SirenRecipe, fit_inrs
+from probegen_nb.zoos.rounding import rounding_effect
 
-from probegen_nb.baselines.graph_net import GraphNetConfig  # noqa: E402
-from probegen_nb.baselines.nfn import NFNConfig  # noqa: E402
-from probegen_nb.baselines.statnn import StatNNConfig  # noqa: E402
-from probegen_nb.baselines.weight_mlp import WeightMLPConfig  # noqa: E402
-from probegen_nb.core.arch.cnn import MODEL_CHUNK, CNNSpec, cnn_forward, cnn_forward_runs  # noqa: E402
-from probegen_nb.core.arch.siren import SirenSpec, reconstruct, siren_forward  # noqa: E402
-from probegen_nb.core.data import images_to_inputs  # noqa: E402
-from probegen_nb.core.zoo import AnyZoo, MixedZoo, Task, Zoo  # noqa: E402
-from probegen_nb.core.zoo_io import load_zoo  # noqa: E402
-from probegen_nb.experiment.config import RunConfig  # noqa: E402
-from probegen_nb.experiment.train import train  # noqa: E402
-from probegen_nb.probes.coords import ProbeGenConfig  # noqa: E402
-from probegen_nb.probes.dead_leaves import dead_leaves  # noqa: E402
-from probegen_nb.probes.images import ConvProbeGenConfig  # noqa: E402
-from probegen_nb.zoos.cnn import CNNZooRecipe, build_cnn_zoo  # noqa: E402
-from probegen_nb.zoos.inr import SirenRecipe, fit_inrs  # noqa: E402
-from probegen_nb.zoos.rounding import rounding_effect  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
+from devicesim import TARGET, DeviceMixError, SimulatedDevice
+from paths import REPO
 
 
 def load_bench(name: str):

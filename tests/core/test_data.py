@@ -27,8 +27,10 @@ from probegen_nb.core.data import (
     to_grayscale,
 )
 
+from paths import SHARED
+
 FMNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
-SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10_jpeg.npz"
+SHARED_CIFAR = SHARED / "data" / "cifar10" / "cifar10_jpeg.npz"
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

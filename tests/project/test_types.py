@@ -2,15 +2,14 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from paths import REPO
 
 
 def test_mypy_passes() -> None:
     pytest.importorskip("mypy", reason="mypy is in the `test` extra: pip install -e '.[test]'")
-    run = subprocess.run([sys.executable, "-m", "mypy", "probegen_nb"], cwd=ROOT, capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "mypy", "probegen_nb"], cwd=REPO, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, f"mypy probegen_nb failed (exit {run.returncode}):\n{run.stdout}{run.stderr}"

@@ -8,7 +8,6 @@ classes, MSE for regressed accuracies, Kendall τ as the generalization metric (
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,7 +25,8 @@ from probegen_nb.probes.coords import DeepLinearGenerator, ProbeGenConfig, Unifo
 from probegen_nb.probes.images import ConvProbeGenConfig, ConvProbeGenerator
 from probegen_nb.zoos.inr import init_siren_params
 
-EMBEDDED = Path(__file__).resolve().parents[1] / "data" / "zoos"
+from paths import ZOOS
+
 PAPER_RUN = {"epochs": 30, "lr": 3e-4, "batch_size": 32, "hidden": 256, "n_hidden": 4,
              "weight_decay": 0.0, "max_train_models": None, "device": "auto", "cache_responses": True}
 PAPER_PROBING = {"n_probes": 128, "generator_weight_decay": 0.0}
@@ -161,7 +161,7 @@ def test_protocol_epochs_per_benchmark_are_the_official_scripts() -> None:
     from probegen_nb.core.zoo_io import load_zoo
     from probegen_nb.experiment.protocol import benchmark_of, protocol_epochs
 
-    inr, cnn = load_zoo(EMBEDDED / "mnist-inr-small"), load_zoo(EMBEDDED / "cifar10-gs-cnn-small")
+    inr, cnn = load_zoo(ZOOS / "mnist-inr-small"), load_zoo(ZOOS / "cifar10-gs-cnn-small")
     assert (benchmark_of(inr), protocol_epochs(inr)) == ("mnist-inr", 30)
     assert (benchmark_of(cnn), protocol_epochs(cnn)) == ("cifar10-gs", 150)
     for info, benchmark in (({"builder": "probegen_nb.zoos.public.cnn.convert_small_cnn_zoo"}, "cifar10-gs"),

@@ -1,13 +1,14 @@
 """The public API at the package's top level: the README's example, end to end at small sizes, and every exported
 name resolves (a renamed module would otherwise break `pg.<name>` only for the user who calls it)."""
 
-from pathlib import Path
 
 import pytest
 
 import probegen_nb as pg
 
-ZOO = Path(__file__).resolve().parents[1] / "data" / "zoos" / "mnist-inr-small"
+from paths import ZOOS
+
+ZOO = ZOOS / "mnist-inr-small"
 
 
 def test_every_public_name_resolves_and_a_typo_lists_them() -> None:

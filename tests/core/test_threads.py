@@ -32,8 +32,9 @@ from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.train import train
 from probegen_nb.zoos.inr import PUBLIC_RECIPE, SirenRecipe, fit_inrs, init_siren_params
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_contention.py"
-REPO = Path(__file__).resolve().parents[1]
+from paths import REPO
+
+BENCH = REPO / "benchmarks" / "bench_contention.py"
 EVERY_STEP = ThreadPolicy(interval_s=0.0, min_window_s=0.0)
 
 # Run in a fresh interpreter: spies on /proc reads, library loads and torch's thread count, installed after numpy and

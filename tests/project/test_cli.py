@@ -3,7 +3,6 @@ and picks the paper's method for the zoo it is given."""
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -12,7 +11,7 @@ from probegen_nb.core.zoo_io import load_zoo
 from probegen_nb.experiment.config import ProbingConfig
 from probegen_nb.probes.images import ConvProbeGenConfig
 
-ZOOS = Path(__file__).resolve().parents[1] / "data" / "zoos"
+from paths import REPO, ZOOS
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -87,7 +86,7 @@ def test_a_run_trained_from_the_root_opens_from_notebooks(tmp_path, monkeypatch)
     from probegen_nb.experiment.runs import load_run
     from probegen_nb.experiment.train import train
 
-    root = ZOOS.parents[1]
+    root = REPO
     monkeypatch.chdir(root)
     config = RunConfig(zoo_dir="data/zoos/mnist-inr-small", epochs=1, max_train_models=64,
                        method=ProbingConfig(n_probes=4))

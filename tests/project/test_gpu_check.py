@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+from paths import REPO
+
+SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
 STEPS = ["environment", "inr_zoo_plan", "build_inr_zoo", "train_probegen", "zoo_memory", "inr_fitting",
          "probe_training", "cnn_zoo", "fixed_probes", "runs"]
 FILES = {"environment", "inr_zoo", "train_probegen", "zoo_memory", "inr_fitting", "probe_training", "cnn_zoo",

@@ -17,10 +17,12 @@ from probegen_nb.experiment.train import build_model, train
 from probegen_nb.methods.learner import Learner
 from probegen_nb.probes.coords import UniformConfig
 
+from paths import REPO
+
 METHODS = {"probing": ProbingConfig(UniformConfig(), 4), "statnn_gbt": StatNNConfig(n_trees=3),
            "statnn_mlp": StatNNConfig(head="mlp"),
            **{kind: config() for kind, config in BASELINE_CONFIGS.items() if kind != "statnn"}}
-TRAIN_PY = Path(__file__).resolve().parents[1] / "probegen_nb" / "experiment" / "train.py"
+TRAIN_PY = REPO / "probegen_nb" / "experiment" / "train.py"
 
 
 def isinstance_calls(source: str) -> list[int]:

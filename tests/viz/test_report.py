@@ -19,7 +19,8 @@ from probegen_nb.viz.browser import chromium_path, screenshot
 from probegen_nb.viz.export import save_figure
 from probegen_nb.viz.report import flatten_metrics, write_index
 
-REPO = Path(__file__).resolve().parents[1]
+from paths import REPO
+
 WEIRD = 'odd <name> & "co"'  # a notebook stem that needs escaping in text, attributes and URLs
 
 

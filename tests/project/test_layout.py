@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "probegen_nb"
+from paths import REPO
+
+PACKAGE = REPO / "probegen_nb"
 
 # What each part of the package may import (besides itself): app → explore/viz → experiment → methods → probes → core,
 # experiment → baselines → methods, and zoos → core. `cli` is the top: it may import anything, and nothing imports it.

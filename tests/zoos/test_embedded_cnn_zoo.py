@@ -1,7 +1,6 @@
 """The committed CIFAR10-GS CNN zoo follows the public Small CNN Zoo's recipe (issue 14): measured on the files."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,10 +11,10 @@ from probegen_nb.core.zoo_io import load_zoo
 from probegen_nb.zoos.rounding import rounding_effect
 from probegen_nb.zoos.weightstats import layer_weight_std, public_layer_weight_std
 
-REPO = Path(__file__).resolve().parents[1]
-ZOO = REPO / "data" / "zoos" / "cifar10-gs-cnn-small"
-PUBLIC_STATS = REPO.parent / "shared" / "reference" / "public-zoo-statistics" / \
-    "cifar10_gs_small_cnn_zoo_statistics.pth"
+from paths import SHARED, ZOOS
+
+ZOO = ZOOS / "cifar10-gs-cnn-small"
+PUBLIC_STATS = SHARED / "reference" / "public-zoo-statistics" / "cifar10_gs_small_cnn_zoo_statistics.pth"
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from probegen_nb.zoos.inr import plan_from_splits_json
 from probegen_nb.zoos.public.inr import convert_dwsnets_inr_zoo
 from probegen_nb.zoos.public.layouts import InrImage, parse_inr_path
 
+from paths import SHARED
+
 # (split, path in the json, label), in the json's order; the image index is the number in the file name
 ENTRIES = [("train", "mnist-inrs/train/model_3.pth", 5), ("train", "mnist-inrs/train/model_17.pth", 1),
            ("val", "mnist-inrs/train/model_5.pth", 2), ("test", "mnist-inrs/test/model_0.pth", 7),
@@ -383,7 +385,7 @@ def test_plan_refuses_a_class_label_mismatch(tmp_path: Path) -> None:
         plan_from_splits_json(f)
 
 
-FMNIST_SPLITS = Path(__file__).resolve().parents[2] / "shared" / "data" / "splits" / "fmnist_inr_splits.json"
+FMNIST_SPLITS = SHARED / "data" / "splits" / "fmnist_inr_splits.json"
 
 
 @pytest.mark.skipif(not FMNIST_SPLITS.is_file(), reason="needs ../shared/data/splits/fmnist_inr_splits.json")

@@ -28,15 +28,17 @@ from probegen_nb.methods.run_axis import RunStack
 from probegen_nb.probes.coords import GaussianConfig, ProbeGenConfig, UniformConfig, VanillaConfig
 from probegen_nb.zoos.inr import init_siren_params
 
+from paths import ZOOS
+
 # Grouped vs solo tolerances. The same float32 arithmetic in another order (a batched matmul over R·B models or R
 # predictors instead of B or one, the loss as a sum of per-run means): a few ulps per step. Measured: parameters
 # after 6 Adam steps 0 to 3e-8 apart (Adam's steps are ~lr = 3e-4 per weight, so a gradient mixed up between runs,
 # or a wrong batch, moves them by ~1e-4), metrics 0 to 2.4e-7 (one model's argmax of 20 is 0.05).
 PARAMS_RTOL, PARAMS_ATOL = 1e-5, 1e-6
 METRIC_ATOL = 1e-6
-# CNNs: Adam turns a few ulps of a near-zero gradient into up to ~lr of a weight's step (tests/test_benchmarks.py,
-# TRAINED_CNNS); measured 1.6e-6 on 5 of 65,536 generator weights after 2 steps at lr 3e-3; a real error moves
-# weights by ~lr = 3e-3.
+# CNNs: Adam turns a few ulps of a near-zero gradient into up to ~lr of a weight's step
+# (tests/project/test_benchmarks.py, TRAINED_CNNS); measured 1.6e-6 on 5 of 65,536 generator weights after 2 steps at
+# lr 3e-3; a real error moves weights by ~lr = 3e-3.
 CNN_PARAMS_ATOL = 1e-5
 # Kendall τ (the CNN zoo's scalar labels) moves by 2/(n(n-1)) ≈ 1.3e-5 (400 test models) when float noise swaps two
 # near-equal predictions (measured 2e-6 after tie correction); 1e-4 allows a few such swaps, a real error moves τ by
@@ -261,7 +263,7 @@ def test_cnn_runs_of_a_mixed_zoo_group_as_their_solo_runs(tmp_path: Path) -> Non
     from probegen_nb.probes.dead_leaves import DeadLeavesConfig
     from probegen_nb.probes.images import ConvProbeGenConfig
 
-    zoo = load_zoo(Path(__file__).resolve().parents[1] / "data" / "zoos" / "cifar10-gs-cnn-small")
+    zoo = load_zoo(ZOOS / "cifar10-gs-cnn-small")
     for probes in (ConvProbeGenConfig(), DeadLeavesConfig()):
         configs = [small(probes=probes, seed=s, max_train_models=48, epochs=1) for s in (0, 1)]
         solo = [train(c, zoo, progress=False) for c in configs]

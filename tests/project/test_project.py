@@ -9,7 +9,7 @@ from pathlib import Path
 import tomllib
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from paths import REPO
 
 
 def test_environment_yml_defers_to_pyproject() -> None:

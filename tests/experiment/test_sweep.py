@@ -30,7 +30,8 @@ from probegen_nb.experiment.stats import compare_variants
 from probegen_nb.experiment.sweep import Sweep, grid, run_id, run_sweep
 from probegen_nb.probes.coords import ProbeGenConfig, UniformConfig, VanillaConfig
 
-REPO = Path(__file__).resolve().parents[1]
+from paths import REPO, ZOOS
+
 TIMING = ["train_seconds"]  # the only column allowed to differ between two runs of the same config
 VARIANTS = {"probegen": {"probes": ProbeGenConfig()}, "vanilla": {"probes": VanillaConfig()}}
 
@@ -38,7 +39,7 @@ VARIANTS = {"probegen": {"probes": ProbeGenConfig()}, "vanilla": {"probes": Vani
 @pytest.fixture(scope="module")
 def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first 256 train, 64 val and 64 test INRs of the embedded MNIST zoo, as a zoo folder of its own."""
-    zoo = load_zoo(REPO / "data" / "zoos" / "mnist-inr-small")
+    zoo = load_zoo(ZOOS / "mnist-inr-small")
     split = zoo.table["split"].to_numpy()
     index = np.concatenate([np.flatnonzero(split == s)[:n] for s, n in (("train", 256), ("val", 64), ("test", 64))])
     return save_zoo(zoo.subset(index), tmp_path_factory.mktemp("zoo") / "tiny")
@@ -99,7 +100,7 @@ def test_run_id_is_stable_across_processes_and_changes_with_the_config(zoo_dir: 
 
 def test_run_ids_hash_every_field_even_at_its_default() -> None:
     """No field leaves the config's dict at its default (folders written before are migrated instead, see
-    tests/test_run_folder.py): the id is the hash of the whole config."""
+    tests/experiment/test_run_folder.py): the id is the hash of the whole config."""
     d = RunConfig().to_dict()
     assert d["method"]["probes"]["init_spread"] is None and d["method"]["kind"] == "probing"
     whole = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]

@@ -22,7 +22,9 @@ from probegen_nb.experiment.sweep import Sweep, grid, run_sweep
 from probegen_nb.probes.coords import ProbeGenConfig
 from probegen_nb.viz.report import write_index
 
-FIXTURE = Path(__file__).parent / "fixtures" / "sweep_v0"
+from paths import FIXTURES
+
+FIXTURE = FIXTURES / "sweep_v0"
 NUMBERS = ["best_val_accuracy", "test_accuracy", "last_test_accuracy", "best_epoch", "flops_per_model", "n_params",
            "train_seconds"]
 

@@ -11,7 +11,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from probegen_nb.core.arch.cnn import CNNSpec, cnn_forward, probe_tile
 from probegen_nb.zoos.cnn import init_cnn_params, sample_hparams
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from paths import REPO
+
+BENCH = REPO / "benchmarks"
 
 # The agreement tolerances. Reference and batched paths do the same float32 arithmetic in a different order (grouped
 # vs one-model convolutions, batched vs single matmuls, other summation blocks), which moves results by a few ulps.
@@ -42,7 +44,7 @@ def run(name: str, tmp_path: Path) -> tuple[dict, dict]:
 
 
 def has_memory(d: dict) -> None:
-    """The per-model peak memory docs/performance.md quotes is there (how it is measured: test_memory.py)."""
+    """The per-model peak memory docs/performance.md quotes is there (how it is measured: tests/core/test_memory.py)."""
     assert isinstance(d["peak_bytes_per_model"], float) and d["peak_bytes_per_model"] >= 0
     assert d["peak_memory_measured"] in ("peak RSS growth (VmHWM)", "ru_maxrss growth (new peaks only)")
 
@@ -139,5 +141,5 @@ def test_runs_benchmark_smoke(tmp_path: Path) -> None:
     result, written = run("bench_runs", tmp_path)
     positive(written, "sequence_seconds", "group_seconds", "ratio", "solo_train_seconds")
     assert len(written["max_metric_diff_per_run"]) == written["runs"] == 3
-    assert all(d <= 1e-6 for d in written["max_metric_diff_per_run"])  # tests/test_grouped.py's METRIC_ATOL
+    assert all(d <= 1e-6 for d in written["max_metric_diff_per_run"])  # tests/experiment/test_grouped.py's METRIC_ATOL
     assert all(written["best_epoch_equal"])

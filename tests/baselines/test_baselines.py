@@ -3,7 +3,6 @@ and baselines train through `train()` into the same run folder and metrics as pr
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,7 +28,8 @@ from probegen_nb.experiment.sweep import Sweep, grid, run_id, run_sweep
 from probegen_nb.experiment.train import build_model, train
 from probegen_nb.probes.coords import VanillaConfig
 
-ZOOS = Path(__file__).resolve().parents[1] / "data" / "zoos"
+from paths import ZOOS
+
 WILD = CNNSpec(1, (8, 8, 8), 3, 1, 1, ("relu", "tanh", "gelu"), (-1, -1, 0), image_size=8)  # a residual link 0 → 2
 BASELINES = {"statnn_gbt": StatNNConfig(), "statnn_mlp": StatNNConfig(head="mlp"), "mlp": WeightMLPConfig(),
              "mlp_aug": WeightMLPConfig(augment=True)}

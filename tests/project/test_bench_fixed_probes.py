@@ -4,7 +4,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fixed_probes.py"
+from paths import REPO
+
+BENCH = REPO / "benchmarks" / "bench_fixed_probes.py"
 
 
 def test_fixed_probe_benchmark_smoke(tmp_path: Path) -> None:

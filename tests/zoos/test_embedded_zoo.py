@@ -1,6 +1,5 @@
 """The committed MNIST INR zoo follows the public zoos' recipe: measured here, on the committed files."""
 
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -8,9 +7,10 @@ import pytest
 from probegen_nb.core.zoo_io import load_zoo
 from probegen_nb.zoos.weightstats import PUBLIC_INR_WEIGHT_STD, layer_weight_std, public_layer_weight_std
 
-REPO = Path(__file__).resolve().parents[1]
-ZOO = REPO / "data" / "zoos" / "mnist-inr-small"
-PUBLIC_STATS = REPO.parent / "shared" / "reference" / "public-zoo-statistics" / "mnist_inr_statistics.pth"
+from paths import SHARED, ZOOS
+
+ZOO = ZOOS / "mnist-inr-small"
+PUBLIC_STATS = SHARED / "reference" / "public-zoo-statistics" / "mnist_inr_statistics.pth"
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+from paths import REPO
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 # a definition at a line's start (any indentation): logic belongs in probegen_nb/, where it is tested and typed
 DEFINITION = re.compile(r"^\s*(async\s+def|def|class)\s+\w+|^\s*\w+\s*=\s*lambda\b", re.MULTILINE)
 GLOBALS = re.compile(r"\bglobals\(\)")

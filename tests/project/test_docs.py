@@ -19,7 +19,8 @@ from probegen_nb.experiment.stats import paired_t_interval
 from probegen_nb.experiment.sweep import Sweep, grid, run_sweep
 from probegen_nb.probes.coords import ProbeGenConfig, UniformConfig
 
-REPO = Path(__file__).resolve().parents[1]
+from paths import REPO
+
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")  # [text](target)
 
 
@@ -89,8 +90,8 @@ def test_a_sweep_becomes_its_table(class_shift_zoo: Zoo, tmp_path: Path) -> None
 
 def test_make_docs_leaves_the_committed_pages_as_they_are(tmp_path: Path) -> None:
     """The committed docs/results pages are what `make docs` writes on this checkout (no sweeps: every table says
-    how to make it), besides the paper's table, which `make paper` writes (tests/test_paper.py); a hand edit, or a page
-    no generator writes any more, fails here."""
+    how to make it), besides the paper's table, which `make paper` writes (tests/app/test_paper.py); a hand edit, or a
+    page no generator writes any more, fails here."""
     written = write_pages(REPO, tmp_path)
     committed = sorted(p.name for p in (REPO / "docs" / "results").glob("*.md"))
     assert committed == sorted([p.name for p in written] + [paper.PAGE.name])

@@ -27,7 +27,7 @@ from probegen_nb.explore.widgets import (
 
 @pytest.fixture(scope="module", params=["inr", "cnn"])
 def explorer(request, tmp_path_factory) -> Explorer:
-    """The explorer of tests/test_explorer.py: tiny ProbeGen and vanilla runs on an INR zoo (3 classes) and on a
+    """The explorer of tests/explore/test_explorer.py: tiny ProbeGen and vanilla runs on an INR zoo (3 classes) and on a
     mixed relu/tanh CNN zoo (accuracy labels)."""
     root = tmp_path_factory.mktemp(request.param)
     zoo = inr_zoo() if request.param == "inr" else cnn_zoo()
