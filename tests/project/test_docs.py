@@ -5,13 +5,13 @@ page that says which command makes it."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from probegen_nb.app import paper
-from probegen_nb.app.docs import ResultsPage, SweepTable, page_markdown, pages, write_pages
+from probegen_nb.app.docs import ResultsPage, SweepTable, page_markdown, pages, stamp_problems, write_pages
 from probegen_nb.core.zoo import Zoo
 from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.run_folder import read_results
@@ -87,18 +87,31 @@ def test_a_sweep_becomes_its_table(class_shift_zoo: Zoo, tmp_path: Path) -> None
     assert f"{diffs.mean():+.4f} [{low:+.4f}, {high:+.4f}]" in rows["uniform"]
     assert "reference" in rows["probegen"]
 
+    # a fresh clone has no sweep folders: the committed table is kept as generated, and a hand edit is not
+    shutil.rmtree(tmp_path / "runs")
+    assert page_markdown(page, tmp_path, revision="def5678", today="2027-01-01", previous=text) == text
+    assert stamp_problems(text) == []
+    edited = text.replace(f"{by_seed.mean():.4f}", f"{by_seed.mean() + 0.01:.4f}")
+    assert edited != text and stamp_problems(edited) == ["section 'Tiny sweep': edited by hand after `make docs` "
+                                                         "wrote it (its stamp does not match)"]
+    again = page_markdown(page, tmp_path, revision="def5678", today="2027-01-01", previous=edited)
+    assert "not generated yet: run `make seeds`" in again and "|" not in again
+
 
 def test_make_docs_leaves_the_committed_pages_as_they_are(tmp_path: Path) -> None:
-    """The committed docs/results pages are what `make docs` writes on this checkout (no sweeps: every table says
-    how to make it), besides the paper's table, which `make paper` writes (tests/app/test_paper.py); a hand edit, or a
-    page no generator writes any more, fails here."""
-    written = write_pages(REPO, tmp_path)
+    """The committed docs/results pages are what `make docs` writes on a fresh clone (no sweep folders: each table is
+    kept as committed, or says how to make it), besides the paper's table, which `make paper` writes
+    (tests/app/test_paper.py); a hand edit of a table, or a page no generator writes any more, fails here."""
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO / "docs" / "results", clone / "docs" / "results")
+    written = write_pages(clone, tmp_path / "out")
     committed = sorted(p.name for p in (REPO / "docs" / "results").glob("*.md"))
     assert committed == sorted([p.name for p in written] + [paper.PAGE.name])
-    if any((REPO / t.folder).exists() for page in pages() for t in page.tables):
-        pytest.skip("sweeps exist in this checkout: the pages carry their numbers and today's date")
     for path in written:
-        assert path.read_text() == (REPO / "docs" / "results" / path.name).read_text(), path.name
+        text = (REPO / "docs" / "results" / path.name).read_text()
+        assert stamp_problems(text) == [], path.name
+        assert path.read_text() == text, path.name
+    assert "| probegen |" in (tmp_path / "out" / "seeds.md").read_text(), "make seeds' table is committed"
 
 
 def test_a_sweep_whose_runs_all_failed_is_not_a_table(tmp_path: Path) -> None:

@@ -115,3 +115,31 @@ def test_negative_controls(check: str) -> None:
     else:
         g["probegen_nb.core.arch.siren"].add("probegen_nb.core.zoo")
         assert any("probegen_nb.core.zoo" in c and "probegen_nb.core.arch.siren" in c for c in cycles(g))
+
+
+TESTS = REPO / "tests"
+HELPERS = {"conftest.py", "paths.py", "devicesim.py", "__init__.py"}  # tests/README.md names them
+
+
+def misplaced_tests(root: Path) -> list[str]:
+    """Test files that break tests/README.md's layout: one at the top level, or in a folder that is neither a
+    package part nor `project/`."""
+    folders = set(ALLOWED) - {"cli"} | {"project"}
+    bad = [p.name for p in root.glob("*.py") if p.name not in HELPERS]
+    bad += [str(p.relative_to(root)) for p in root.glob("*/test_*.py") if p.parent.name not in folders]
+    return sorted(bad)
+
+
+def test_test_tree_mirrors_the_package(tmp_path: Path) -> None:
+    """Every test file sits in the folder of the part it tests (tests/README.md), and names stay unique (pytest
+    imports each by its bare name). Negative control: a planted top-level test and a stray folder are found."""
+    assert misplaced_tests(TESTS) == []
+    names = [p.name for p in TESTS.rglob("test_*.py")]
+    assert len(names) > 50 and len(names) == len(set(names))
+    (tmp_path / "conftest.py").touch()
+    (tmp_path / "test_new.py").touch()
+    (tmp_path / "misc").mkdir()
+    (tmp_path / "misc" / "test_stray.py").touch()
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "test_fine.py").touch()
+    assert misplaced_tests(tmp_path) == ["misc/test_stray.py", "test_new.py"]
