@@ -113,15 +113,18 @@ def sections_of(text: str) -> dict[str, str]:
     return found
 
 
+def intact(body: str) -> bool:
+    """Whether a section's body is a generated table exactly as `make docs` wrote it: it ends with its stamp, and the
+    stamp matches the text above it."""
+    match = STAMP.search(body)
+    return match is not None and stamped(body[:match.start()].rstrip("\n")) == body
+
+
 def stamp_problems(text: str) -> list[str]:
     """Sections of a page whose generated table was edited after `make docs` wrote it: a stamp that does not match
-    the text above it. One line per section, naming it."""
-    found = []
-    for title, body in sections_of(text).items():
-        match = STAMP.search(body)
-        if match and stamped(body[:match.start()].rstrip("\n")) != body[:match.end()]:
-            found.append(f"section {title!r}: edited by hand after `make docs` wrote it (its stamp does not match)")
-    return found
+    the text around it. One line per section, naming it."""
+    return [f"section {title!r}: edited by hand after `make docs` wrote it (its stamp does not match)"
+            for title, body in sections_of(text).items() if STAMP.search(body) and not intact(body)]
 
 
 def page_markdown(page: ResultsPage, repo: Path = REPO, revision: str | None = None,
@@ -141,7 +144,7 @@ def page_markdown(page: ResultsPage, repo: Path = REPO, revision: str | None = N
         done = pd.DataFrame() if results is None else results[results["status"] == "done"]
         if results is None or done.empty:
             old = kept.get(table.title, "")
-            if STAMP.search(old) and not stamp_problems(f"## {table.title}\n{old}"):
+            if intact(old):
                 parts += [old, ""]
             else:
                 parts += [f"not generated yet: run `{page.command}` (it writes `{table.folder}/`), then `make docs`.",
