@@ -133,10 +133,12 @@ def _variant_name(v: Variant) -> str:
 
 def summarize_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The numbers of a `metrics.json` that go into `results.csv`: best-val metric, test metric at that epoch,
-    last-step test metric, best epoch, FLOPs per model, trained parameters, train seconds."""
+    last-step test metric, best epoch, FLOPs per model, trained parameters, train seconds, and `seconds_per_run`:
+    the run's share of that wall time (a group's runs trained together, each carries the group's seconds; a solo
+    run is a group of one), which is what a cost comparison between methods should read."""
     name = metrics["metric"]
     keys = (f"best_val_{name}", f"test_{name}", f"last_test_{name}", *SUMMARY_KEYS)
-    return {k: metrics[k] for k in keys}
+    return {**{k: metrics[k] for k in keys}, "seconds_per_run": metrics["train_seconds"] / metrics.get("group_size", 1)}
 
 
 def train_task(config: RunConfig, folder: str, zoo_search: tuple[str, ...], zoo: AnyZoo | None = None,

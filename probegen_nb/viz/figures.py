@@ -276,7 +276,8 @@ def metric_vs_flops(table: pd.DataFrame, metric: str, title: str, probing: tuple
             marker={"size": 11, "color": palette[i % 10], "symbol": "circle" if method in probing else "square"},
             error_y={"type": "data", "array": [0.0 if pd.isna(row["std"]) else row["std"]]},
             hovertemplate=f"<b>{method}</b><br>{metric} %{{y:.3f}} ± {row['std']:.3f}<br>FLOPs/model %{{x:.3s}}"
-                          f"<br>params {row['n_params']:,.0f}<br>train {row['train_seconds']:.0f} s<extra></extra>"))
+                          f"<br>params {row['n_params']:,.0f}<br>train {row['seconds_per_run']:.0f} s a run"
+                          "<extra></extra>"))
     fig.update_xaxes(type="log", title_text="FLOPs per model (log scale)")
     fig.update_yaxes(title_text=metric.replace("_", " "))
     fig.update_layout(title=title + "<br><sup>circles: probing; squares: weight-space baselines</sup>", height=440,

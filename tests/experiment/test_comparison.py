@@ -54,15 +54,19 @@ def test_comparison_runs_every_method_at_the_papers_q(kind: str, probing: dict, 
 
 
 def _fake_result(tmp_path: Path) -> SectionResult:
-    """Two seeds of three methods with known metrics and costs, as `run_section` returns them."""
+    """Two seeds of three methods with known metrics and costs, as `run_section` returns them (each row through
+    `summarize_metrics`, as a sweep writes it). ProbeGen's two seeds trained as one group of 20 s."""
     section = comparison_section("cnn")
     rows = []
     for seed in (0, 1):
-        for variant, tau, flops, params, secs in (("probegen", 0.80 + seed * 0.02, 1_000, 500, 10.0),
-                                                  ("nfn-np", 0.70 + seed * 0.04, 30_000, 900, 30.0 + seed),
-                                                  ("statnn", 0.75, 40, 12 + seed, 1.0)):
-            rows.append({"run_id": f"{variant}-{seed}", "variant": variant, "seed": seed, "test_kendall_tau": tau,
-                         "flops_per_model": flops, "n_params": params, "train_seconds": secs, "status": "done"})
+        for variant, tau, flops, params, secs, group in (("probegen", 0.80 + seed * 0.02, 1_000, 500, 20.0, 2),
+                                                         ("nfn-np", 0.70 + seed * 0.04, 30_000, 900, 30.0 + seed, 1),
+                                                         ("statnn", 0.75, 40, 12 + seed, 1.0, 1)):
+            metrics = {"metric": "kendall_tau", "best_val_kendall_tau": tau, "test_kendall_tau": tau,
+                       "last_test_kendall_tau": tau, "best_epoch": 1, "flops_per_model": flops, "n_params": params,
+                       "train_seconds": secs, **({"group_size": group} if group > 1 else {})}  # solo: no key
+            rows.append({"run_id": f"{variant}-{seed}", "variant": variant, "seed": seed,
+                         **summarize_metrics(metrics), "status": "done"})
     results = pd.DataFrame(rows)
     results = results.assign(method=results["variant"], x=None)
     table = compare_section(section, results, "test_kendall_tau")
@@ -75,7 +79,8 @@ def test_cost_table_adds_params_flops_ratio_and_seconds(tmp_path: Path) -> None:
     assert table.loc["nfn-np", "flops_vs_probegen"] == pytest.approx(30.0)  # baseline / ProbeGen, not the inverse
     assert table.loc["statnn", "flops_vs_probegen"] == pytest.approx(0.04)
     assert table.loc["probegen", "flops_vs_probegen"] == pytest.approx(1.0)
-    assert table.loc["nfn-np", "train_seconds"] == pytest.approx(30.5)  # the mean over seeds
+    assert table.loc["nfn-np", "seconds_per_run"] == pytest.approx(30.5)  # the mean over seeds
+    assert table.loc["probegen", "seconds_per_run"] == pytest.approx(10.0)  # a group's 20 s shared by its 2 runs
     assert table.loc["statnn", "n_params"] == pytest.approx(12.5)
     assert table.loc["nfn-np", "mean"] == pytest.approx(0.72)
     assert table.loc["nfn-np", "diff"] == pytest.approx(-0.09)  # paired against ProbeGen: (−0.10 − 0.08) / 2

@@ -32,7 +32,7 @@ from probegen_nb.probes.coords import ProbeGenConfig, UniformConfig, VanillaConf
 
 from paths import REPO, ZOOS
 
-TIMING = ["train_seconds"]  # the only column allowed to differ between two runs of the same config
+TIMING = ["train_seconds", "seconds_per_run"]  # the only columns allowed to differ between two runs of the same config
 VARIANTS = {"probegen": {"probes": ProbeGenConfig()}, "vanilla": {"probes": VanillaConfig()}}
 
 
