@@ -5,7 +5,10 @@ Goal: ratio >= 5 on a 2-core CPU.
 `max_abs_diff` checks that the two compute the same training: a few steps of both from the same initial weights on the
 same minibatches, dropout off (the trainer draws dropout masks and minibatches at random), compared weight by weight.
 `ratio_bound_convolutions`: the ratio if everything but the batched step's convolutions cost nothing (they are timed
-alone in the same rounds), the limit of any work on the rest of the step.
+alone in the same rounds), the limit of any work on the rest of the step. On CUDA the batched trainer is also timed
+with cuDNN's algorithm search on (`torch.backends.cudnn.benchmark`, which nothing else sets): the grouped convolution
+of hundreds of models may get a slow default algorithm (the trainer ran at 0.8-1.2x the loop on an H200 against a 35x
+convolution bound). The CPU has no such search (oneDNN picks its own), so there that row is skipped.
 
     python benchmarks/bench_cnn_zoo.py            # about 1 min on a 2-core CPU
     python benchmarks/bench_cnn_zoo.py --smoke    # seconds, for the test suite
@@ -17,7 +20,8 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -136,6 +140,18 @@ def step_convolutions(spec: CNNSpec, n_models: int, batch: int, device: torch.de
     return convolutions
 
 
+@contextmanager
+def cudnn_autotuned() -> Iterator[None]:
+    """cuDNN benchmark mode inside the block (set and restored directly: `torch.backends.cudnn.flags()` would also
+    reset every flag it is not given to its own defaults, `enabled=False` among them)."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="cifar10-gs", help="cifar10-gs, or mnist / fmnist padded to 32×32")
@@ -164,10 +180,15 @@ def main(argv: list[str] | None = None) -> dict:
     with peak_memory(dev) as peak:  # warm-up both paths; the batched one's peak memory
         train_cnns(spec, hp[: args.batched_models], train_x, train_y, test_x, test_y, replace(recipe, steps=2), g,
                    dev)
+    autotune = dev.type == "cuda"  # cuDNN's algorithm search: CUDA only (see the module docstring)
+    if autotune:
+        with cudnn_autotuned():  # the search runs on the first step of each shape: out of the timings
+            train_cnns(spec, hp[: args.batched_models], train_x, train_y, test_x, test_y, replace(recipe, steps=2), g,
+                       dev)
     reference_train(spec, hp[:1], train_x, train_y, 2, recipe.batch_size, g)  # warm both paths up
     convolutions = step_convolutions(spec, args.batched_models, recipe.batch_size, dev)
     convolutions()  # warm-up
-    ref_rates, batched_rates, conv_rates = [], [], []
+    ref_rates, batched_rates, conv_rates, tuned_rates = [], [], [], []
     for _ in range(args.rounds):
         synchronize(dev)
         t0 = time.perf_counter()
@@ -178,18 +199,27 @@ def main(argv: list[str] | None = None) -> dict:
         train_cnns(spec, hp[: args.batched_models], train_x, train_y, test_x, test_y, recipe, g, dev)
         synchronize(dev)
         batched_rates.append(args.batched_models * args.steps / (time.perf_counter() - t0))
+        if autotune:
+            with cudnn_autotuned():
+                t0 = time.perf_counter()
+                train_cnns(spec, hp[: args.batched_models], train_x, train_y, test_x, test_y, recipe, g, dev)
+                synchronize(dev)
+                tuned_rates.append(args.batched_models * args.steps / (time.perf_counter() - t0))
         t0 = time.perf_counter()
         for _ in range(args.steps):
             convolutions()
         synchronize(dev)
         conv_rates.append(args.batched_models * args.steps / (time.perf_counter() - t0))
     ref, batched, convs = (statistics.median(r) for r in (ref_rates, batched_rates, conv_rates))
+    tuned = statistics.median(tuned_rates) if tuned_rates else None
     check = hp.groupby("optimizer", sort=False).head(1).reset_index(drop=True)  # one model per optimizer kind
     agreement = max_abs_diff_after_steps(spec, check, train_x, train_y, 3, recipe.batch_size,
                                          torch.Generator().manual_seed(1))
     result = {"reference_models_per_s": ref / args.steps, "batched_models_per_s": batched / args.steps,
               "max_abs_diff": agreement, "agreement_optimizers": list(check["optimizer"]), "agreement_steps": 3,
               "reference_model_steps_per_s": ref, "batched_model_steps_per_s": batched, "ratio": batched / ref,
+              # the batched trainer with cuDNN's algorithm search on (None: not a CUDA device)
+              "batched_autotuned_model_steps_per_s": tuned, "ratio_autotuned": tuned / ref if tuned else None,
               # the step's convolutions alone, as the batched step runs them: no work on the rest beats this bound
               "convolutions_only_model_steps_per_s": convs, "ratio_bound_convolutions": convs / ref,
               "batched_models": args.batched_models, "batch_size": args.batch_size, "steps": args.steps,
@@ -202,6 +232,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'':28}{'model-steps/s':>14}")
     print(f"{'one at a time':28}{ref:>14,.0f}")
     print(f"{f'batched ({args.batched_models} at once)':28}{batched:>14,.0f}")
+    if tuned is not None:
+        print(f"{'batched, cudnn.benchmark':28}{tuned:>14,.0f}   ({tuned / batched:.2f}x the batched default)")
     print(f"{'its convolutions alone':28}{convs:>14,.0f}   (bound: {convs / ref:.1f}x the one-at-a-time reference)")
     print(f"weights after 3 steps, one at a time vs batched: max |Δ| {agreement:.1e} "
           f"({', '.join(check['optimizer'])}; dropout off)")

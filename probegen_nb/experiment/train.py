@@ -53,10 +53,9 @@ def make_optimizer(config: RunConfig, model: Learner,
     """Adam at `config.lr` on the learner's parameter groups (each with its own weight decay: the predictor's is
     `config.weight_decay`), cosine-annealed to 0 over all `total_steps` (the paper's protocol)."""
     groups = model.param_groups(config.weight_decay)
-    # CUDA: the fused kernel updates every parameter in one launch (the foreach path's launches dominate a step of
-    # 32 small models); the CPU keeps the default path, whose results the tests pin
-    fused = all(p.is_cuda for g in groups for p in g["params"])
-    optimizer = torch.optim.Adam([g for g in groups if g["params"]], lr=config.lr, fused=fused or None)
+    # the fused kernel: on CUDA one launch updates every parameter (the foreach path's launches dominate a step of 32
+    # small models); on a CPU one pass per tensor instead of ~10 (2-core CPU, ProbeGen Q = 128: 0.48 vs 1.39 ms)
+    optimizer = torch.optim.Adam([g for g in groups if g["params"]], lr=config.lr, fused=True)
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
 
 

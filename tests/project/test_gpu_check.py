@@ -12,7 +12,7 @@ from paths import REPO
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
 STEPS = ["environment", "inr_zoo_plan", "build_inr_zoo", "train_probegen", "zoo_memory", "inr_fitting",
-         "probe_training", "cnn_zoo", "fixed_probes", "runs"]
+         "probe_training", "fixed_probes", "runs", "cnn_zoo"]
 FILES = {"environment", "inr_zoo", "train_probegen", "zoo_memory", "inr_fitting", "probe_training", "cnn_zoo",
          "fixed_probes", "runs", "summary"}
 
