@@ -36,9 +36,12 @@ done
 
 all_steps=(environment inr_zoo_plan build_inr_zoo train_probegen zoo_memory inr_fitting probe_training fixed_probes
            runs cnn_zoo)
+# run only when --steps names them: `make paper`'s INR part (public-size MNIST and FMNIST zoos built, 36 runs) does
+# not fit beside the check in one call, so it has a call of its own: --steps environment,paper_inr,runs --budget 560
+opt_in_steps=(paper_inr)
 for name in ${only//,/ } $fail_step; do
-  [[ " ${all_steps[*]} " == *" $name "* ]] || {
-    echo "gpu_check.sh: unknown step '$name' (steps: ${all_steps[*]})" >&2; exit 2; }
+  [[ " ${all_steps[*]} ${opt_in_steps[*]} " == *" $name "* ]] || {
+    echo "gpu_check.sh: unknown step '$name' (steps: ${all_steps[*]}; opt-in: ${opt_in_steps[*]})" >&2; exit 2; }
 done
 
 PY=${PYTHON:-}
@@ -47,7 +50,8 @@ if [ -z "$PY" ]; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$out"
-rm -f "$out"/*.json "$out/steps.tsv"
+rm -rf "$out"/*.json "$out/steps.tsv" "$out/paper-table.md" "$out/paper"
+abs_out=$(cd "$out" && pwd)
 zoo="${out%/}-zoo"  # the zoo is large: kept beside, not inside, the JSON folder (runs/bench/gpu-zoo)
 logs="$out/logs"
 mkdir -p "$logs"
@@ -55,11 +59,13 @@ mkdir -p "$logs"
 if [ "$smoke" = 1 ]; then
   images=(--first-images 70); memory=(--smoke); inr=(--smoke); probe=(--smoke); cnn=(--smoke); fixed=(--smoke)
   runs=(--smoke)
+  paper=(--parts mnist --zoo mnist=data/zoos/mnist-inr-small --epochs 1 --max-train-models 32 --seeds 0 1)
 else  # GPU-sized batches, fewer rounds than on a CPU, so the check stays inside its budget (H200: about 7.5 min)
   images=(); memory=(--zoo "$zoo"); inr=(--batch 16384 --rounds 2); probe=(--rounds 3)
   # 512 CNNs train at about 300 model-steps/s on an H200: one round of 10 steps is 17 s (40 steps x 3 rounds: 200 s)
   cnn=(--batched-models 512 --rounds 1 --steps 10); fixed=(--rounds 2)
   runs=(--runs 3 --epochs 2 --max-train-models 4000 --rounds 2)  # 3 seeds as one program vs in sequence
+  paper=(--parts mnist fmnist)  # the paper's protocol: 30 epochs, seeds 0 1 2, Q = 64 and 128
 fi
 
 start=$SECONDS
@@ -67,6 +73,7 @@ failed=0
 step() {  # step NAME CAP_SECONDS COMMAND...: run one step under min(CAP, what is left of the budget); record it
   local name=$1 cap=$2; shift 2
   [ -n "$only" ] && [[ "$only" != *",$name,"* ]] && return 0
+  [[ " ${opt_in_steps[*]} " == *" $name "* ]] && [[ "$only" != *",$name,"* ]] && return 0
   local left=$((budget - (SECONDS - start)))
   [ "$cap" -gt "$left" ] && cap=$left
   local t0=$SECONDS status=ok error=""
@@ -117,6 +124,14 @@ step probe_training 120 "$PY" benchmarks/bench_probe_training.py --device "$devi
 step fixed_probes 90 "$PY" benchmarks/bench_fixed_probes.py --device "$device" "${fixed[@]}" \
   --out "$out/fixed_probes.json"
 step runs 60 "$PY" benchmarks/bench_runs.py --device "$device" "${runs[@]}" --out "$out/runs.json"
+# the page: the committed one, its INR sections rewritten (its CIFAR10-GS section, run on a CPU, kept), into $out;
+# the sweeps (run folders hold weights) beside $out, their tables and JSON copied into $out/paper, so that one
+# archive of $out carries everything the page and a later --table-only need
+step paper_inr 480 bash -c "cp docs/results/paper-table.md '$abs_out/paper-table.md' && \
+  '$PY' -m probegen_nb.cli paper ${paper[*]} --device '$device' --engine local \
+  --out '${out%/}-paper' --page '$abs_out/paper-table.md' && mkdir -p '$abs_out/paper' && cd '${out%/}-paper' && \
+  find . \( -name results.csv -o -name sweep.json -o -name metrics.json -o -name config.json \) \
+  -exec cp --parents {} '$abs_out/paper/' \;"
 # last: the known-slow one (0.8-1.2x the loop on an H200), now also timed with cudnn.benchmark on; a budget that runs
 # short cuts it rather than a step that an issue waits on
 step cnn_zoo 90 "$PY" benchmarks/bench_cnn_zoo.py --device "$device" "${cnn[@]}" \

@@ -68,3 +68,21 @@ def test_gpu_check_refuses_a_bad_argument_or_step_name(tmp_path: Path) -> None:
     res = run("--smoke", "--steps", "environment,trian_probegen")
     assert res.returncode == 2 and "unknown step 'trian_probegen'" in res.stderr
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_the_paper_step_runs_only_when_named_and_keeps_the_committed_sections(tmp_path: Path) -> None:
+    """`paper_inr` (issue 25's call: `--steps environment,paper_inr,runs`) is not in the default check (the test
+    above pins its steps); named, it writes the page into the output folder with its MNIST section new and the
+    committed page's CIFAR10-GS section kept, and copies the sweep's tables there."""
+    out = tmp_path / "gpu"
+    res = run("--device", "cpu", "--smoke", "--out", str(out), "--steps", "environment,paper_inr")
+    assert res.returncode == 0, res.stdout[-2000:]
+    steps = json.loads((out / "summary.json").read_text())["steps"]
+    assert [(s["name"], s["status"]) for s in steps] == [("environment", "ok"), ("paper_inr", "ok")]
+    page = (out / "paper-table.md").read_text()
+    committed = (REPO / "docs" / "results" / "paper-table.md").read_text()
+    assert "## MNIST INR classification" in page and "runs finished: 12 of 12" in page
+    cifar = committed[committed.index("## CIFAR10-GS"):]
+    assert cifar[cifar.index("| method |"):] in page  # the kept section's table, as committed
+    assert (out / "paper" / "paper_mnist" / "results.csv").is_file()
+    assert len(list((out / "paper" / "paper_mnist").glob("*/metrics.json"))) == 12
