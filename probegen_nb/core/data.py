@@ -287,7 +287,7 @@ def read_idx(path: Path) -> np.ndarray:
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
         raise ValueError(f"{path}: truncated IDX file ({body.size} values for shape {shape})")
-    return body.reshape(shape)
+    return body.reshape(shape).copy()  # writable: a view of immutable bytes is read-only, which torch warns about
 
 
 def _idx_dataset(name: str, folder: Path, classes: tuple[str, ...]) -> ImageDataset:

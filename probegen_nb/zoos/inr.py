@@ -119,7 +119,9 @@ def fit_inrs(images: torch.Tensor | np.ndarray, spec: SirenSpec = SirenSpec(), r
     if dev.type == "cpu":
         tune_cpu_allocator()  # GPU: torch's CUDA caching allocator already reuses freed blocks
     threads = ThreadGovernor.start("inr_fit", dev)  # CPU: intra-op threads fitted to the machine's load
-    imgs = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))  # a CUDA tensor too
+    # a CUDA tensor too; an array is copied (kilobytes a chunk): a read-only one (a memory-mapped data set) would make
+    # torch warn that writing to the tensor is undefined
+    imgs = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.array(images))
     target = (imgs.float() / 255 if imgs.dtype == torch.uint8 else imgs.float()).to(dev)
     b, h, w = target.shape
     target = target.reshape(b, h * w, 1)  # [B, P, 1]

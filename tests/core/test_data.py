@@ -68,6 +68,7 @@ def test_read_idx(tmp_path: Path, name: str) -> None:
     got = read_idx(path)
     assert got.dtype == np.uint8 and got.shape == (2, 2, 3)
     np.testing.assert_array_equal(got, [[[250, 251, 252], [253, 254, 255]], [[0, 1, 2], [3, 4, 5]]])
+    assert got.flags.writeable  # torch.as_tensor of a read-only array warns that writing to it is undefined
 
 
 def test_read_idx_labels(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 from dataclasses import replace
 
 import pytest
@@ -83,6 +84,18 @@ def test_fit_improves_and_early_stop_keeps_the_target_weights(digits: ImageDatas
         with torch.no_grad():
             mse = ((module(coords) - torch.as_tensor(images[i]).float().reshape(-1, 1) / 255) ** 2).mean()
         assert float(psnr_from_mse(mse)) == pytest.approx(float(stopped.psnr[i]), abs=1e-3)
+
+
+def test_a_read_only_image_array_fits_without_a_warning(digits: ImageDataset) -> None:
+    """Data sets load memory-mapped (read-only): fitting one must not make torch warn about non-writable arrays,
+    and must leave the array as it was."""
+    images = digits.train_images[:2].copy()
+    images.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = fit_inrs(images, recipe=replace(PUBLIC_RECIPE, steps=3), device="cpu")
+    assert res.psnr.shape == (2,) and not images.flags.writeable
+    assert (images == digits.train_images[:2]).all()
 
 
 def test_plan_is_balanced_and_disjoint(digits: ImageDataset) -> None:
