@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the plan (INRs per split and class) and the build time estimated from a short "
                         "measurement on --device; fit nothing")
     b.add_argument("--recipe", choices=["public", "high-quality"], default="public")
+    b.add_argument("--steps", type=int, help="Adam steps per INR instead of the recipe's (public: 1,000)")
+    b.add_argument("--lr", type=float, help="Adam learning rate instead of the recipe's (public: 5e-4)")
     b.add_argument("--chunk-size", type=int, help="INRs fitted at once (default: 64 on a CPU, 16,384 on a GPU)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--device", default="auto")
@@ -233,6 +235,8 @@ def build_inr_zoo_command(args: argparse.Namespace) -> None:
     --dry-run print the plan and the estimated time."""
     if args.first_images is not None and not args.all_images:
         raise SystemExit("--first-images N needs --all-images (it previews the one-INR-per-image build)")
+    from dataclasses import replace
+
     from probegen_nb.core.data import load_dataset
     from probegen_nb.core.device import describe_device, resolve_device
     from probegen_nb.zoos.inr import (
@@ -247,6 +251,8 @@ def build_inr_zoo_command(args: argparse.Namespace) -> None:
         plan_one_per_image,
     )
 
+    recipe = HIGH_QUALITY_RECIPE if args.recipe == "high-quality" else PUBLIC_RECIPE
+    recipe = replace(recipe, **{k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None})
     dataset = load_dataset(args.dataset)
     if args.all_images:
         if args.max_per_split:
@@ -262,7 +268,6 @@ def build_inr_zoo_command(args: argparse.Namespace) -> None:
     else:
         plan = plan_inr_zoo(dataset, args.n_train, args.n_val, args.n_test, seed=args.seed)
         rule = "class-balanced, distinct images (--n-train/--n-val/--n-test)"
-    recipe = HIGH_QUALITY_RECIPE if args.recipe == "high-quality" else PUBLIC_RECIPE
     chunk_size = args.chunk_size or default_chunk_size(args.device)
     if args.dry_run:
         est = estimate_build_seconds(len(plan), args.device, chunk_size, recipe)

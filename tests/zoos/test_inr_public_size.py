@@ -2,6 +2,7 @@
 for MNIST and by the public split file for Fashion-MNIST; `--dry-run` prints the plan and a measured estimate without
 fitting; a 2,000-image preview of the full build is built on the CPU."""
 
+import json
 import os
 import subprocess
 import sys
@@ -103,3 +104,19 @@ def test_a_2000_image_one_per_image_build_on_the_cpu(mnist, tmp_path) -> None:
     expected = np.concatenate([mnist.images("train")[:1_714], mnist.images("test")[:286]])
     assert (images == expected).all()
     assert (zoo.table["fit_steps"] == 3).all()
+
+
+def test_the_recipe_s_steps_and_lr_can_be_set_and_are_recorded(tmp_path) -> None:
+    """`--steps`/`--lr` (matching a public zoo's weight statistics takes another step count, docs/zoos.md): the
+    INRs take that many steps and zoo.json records the recipe; a value that would fit nothing is one clear error."""
+    res = cli("build-inr-zoo", "--dataset", "mnist", "--all-images", "--first-images", "12", "--steps", "4", "--lr",
+              "1e-3", "--out", str(tmp_path / "zoo"), "--device", "cpu")
+    assert res.returncode == 0, res.stderr[-2000:]
+    zoo = load_zoo(tmp_path / "zoo")
+    assert (zoo.table["fit_steps"] == 4).all()
+    recipe = json.loads((tmp_path / "zoo" / "zoo.json").read_text())["build"]["recipe"]
+    assert recipe["steps"] == 4 and recipe["lr"] == 1e-3 and recipe["target_psnr"] == 40.0
+    for option, value in (("--steps", "0"), ("--lr", "-1e-3"), ("--lr", "nan")):
+        res = cli("build-inr-zoo", "--dataset", "mnist", f"{option}={value}", "--out", str(tmp_path / "bad"))
+        assert res.returncode != 0 and f"SirenRecipe.{option[2:]}" in res.stderr, res.stderr[-500:]
+        assert "Traceback" not in res.stderr and not (tmp_path / "bad").exists()
