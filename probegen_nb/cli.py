@@ -286,6 +286,12 @@ def build_inr_zoo_command(args: argparse.Namespace) -> None:
     psnr = zoo.table["psnr"]
     print(f"wrote {args.out}: {len(zoo)} INRs, PSNR mean {psnr.mean():.2f} dB (min {psnr.min():.2f}, "
           f"max {psnr.max():.2f})")
+    if (zoo.table["split"] == "train").sum() >= 2:  # a std across models needs two
+        from probegen_nb.zoos.weightstats import PUBLIC_INR_WEIGHT_STD, compare_weight_std
+
+        ratios = compare_weight_std(zoo, PUBLIC_INR_WEIGHT_STD[args.dataset])["ratio"]
+        print(f"per-layer weight std / the public {args.dataset.upper()} INR zoo's: "
+              + " / ".join(f"{r:.2f}" for r in ratios) + " (docs/zoos.md: what matches it)")
 
 
 def train_config(args: argparse.Namespace, zoo: AnyZoo) -> RunConfig:

@@ -116,6 +116,12 @@ def test_the_recipe_s_steps_and_lr_can_be_set_and_are_recorded(tmp_path) -> None
     assert (zoo.table["fit_steps"] == 4).all()
     recipe = json.loads((tmp_path / "zoo" / "zoo.json").read_text())["build"]["recipe"]
     assert recipe["steps"] == 4 and recipe["lr"] == 1e-3 and recipe["target_psnr"] == 40.0
+    # the build ends with its faithfulness to the public zoo: the ratios of this zoo's per-layer weight std
+    line = next(x for x in res.stdout.splitlines() if x.startswith("per-layer weight std / the public MNIST"))
+    ratios = [float(r) for r in line.split(": ")[1].split(" (")[0].split(" / ")]
+    train = zoo.split("train").params  # each weight entry's std across the train INRs, averaged over the entries
+    ours = [float(train[f"seq.{i}.weight"].std(dim=0).mean()) for i in range(3)]
+    assert ratios == pytest.approx([a / b for a, b in zip(ours, (0.0628, 0.0183, 0.118))], abs=0.006)
     for option, value in (("--steps", "0"), ("--lr", "-1e-3"), ("--lr", "nan")):
         res = cli("build-inr-zoo", "--dataset", "mnist", f"{option}={value}", "--out", str(tmp_path / "bad"))
         assert res.returncode != 0 and f"SirenRecipe.{option[2:]}" in res.stderr, res.stderr[-500:]
