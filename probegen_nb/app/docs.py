@@ -65,6 +65,12 @@ def pages() -> tuple[ResultsPage, ...]:
                         (SweepTable("ProbeGen, vanilla and uniform probes, Q = 128", "runs/00_quickstart_seeds",
                                     "test_accuracy"),)),
             ResultsPage("ablations", "Ablations (notebook 05)", "make ablations", tuple(ablation)),
+            ResultsPage("fmnist-recipe", "Fashion-MNIST INRs fitted as long as the public zoo's (docs/zoos.md)",
+                        "make fmnist-recipe",
+                        tuple(SweepTable(f"ProbeGen, vanilla and uniform probes, Q = 128: {title}",
+                                         f"runs/fmnist_recipe/steps-{steps}", "test_accuracy")
+                              for steps, title in ((1000, "the public recipe, 1,000 steps"),
+                                                   (10000, "10,000 steps (the public zoo's weight statistics)")))),
             ResultsPage("baselines", "ProbeGen and the weight-space baselines (notebook 06)", "make baselines",
                         tuple(baseline)))
 
