@@ -51,10 +51,11 @@ class SirenRecipe:
         """One clear error for a value that would fit nothing, or diverge (a typo on the command line)."""
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"SirenRecipe.steps (={self.steps!r}) must be an integer of at least 1")
-        for name in ("lr", "target_psnr", "eps"):
+        for name in ("lr", "eps", "target_psnr"):  # target_psnr may be inf: no early stop
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0 and not math.isnan(value)):
-                raise ValueError(f"SirenRecipe.{name} (={value!r}) must be a number above 0")
+            if not (isinstance(value, (int, float)) and value > 0 and not math.isnan(value)
+                    and (math.isfinite(value) or name == "target_psnr")):
+                raise ValueError(f"SirenRecipe.{name} (={value!r}) must be a finite number above 0")
         if not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in (self.beta1, self.beta2)):
             raise ValueError(f"SirenRecipe.beta1/beta2 (={self.beta1!r}, {self.beta2!r}) must be in [0, 1)")
 

@@ -122,7 +122,7 @@ def test_the_recipe_s_steps_and_lr_can_be_set_and_are_recorded(tmp_path) -> None
     train = zoo.split("train").params  # each weight entry's std across the train INRs, averaged over the entries
     ours = [float(train[f"seq.{i}.weight"].std(dim=0).mean()) for i in range(3)]
     assert ratios == pytest.approx([a / b for a, b in zip(ours, (0.0628, 0.0183, 0.118))], abs=0.006)
-    for option, value in (("--steps", "0"), ("--lr", "-1e-3"), ("--lr", "nan")):
+    for option, value in (("--steps", "0"), ("--lr", "-1e-3"), ("--lr", "nan"), ("--lr", "inf")):
         res = cli("build-inr-zoo", "--dataset", "mnist", f"{option}={value}", "--out", str(tmp_path / "bad"))
         assert res.returncode != 0 and f"SirenRecipe.{option[2:]}" in res.stderr, res.stderr[-500:]
         assert "Traceback" not in res.stderr and not (tmp_path / "bad").exists()
