@@ -74,7 +74,7 @@ zoo-fmnist: setup
 # Fashion-MNIST INRs fitted as long as the public zoo's statistics say: the public recipe (1,000 Adam steps) gives
 # per-layer weight std 0.65 / 0.50 / 0.83 of the public FMNIST zoo's, the same recipe for 10,000 steps 1.00 / 1.00 /
 # 1.00 (docs/zoos.md). Two zoos of the same 2,500 images (1,500 / 250 / 750 of the public split), then the
-# quickstart's three methods on each over 5 seeds, for docs/results/fmnist-recipe.md (`make docs`). About 55 min on a
+# quickstart's three methods on each over 5 seeds, for docs/results/fmnist-recipe.md (`make docs`). About 45 min on a
 # 2-core CPU. Resumable: rerun to continue. Both sweeps run even where a zoo contradicts the quickstart's claims
 # (written for MNIST); the target then exits non-zero, after the second.
 fmnist-recipe: setup
