@@ -15,7 +15,8 @@ ifneq ($(wildcard $(SHARED)/README.md),)
 export PROBEGEN_SHARED ?= $(SHARED)
 endif
 
-.PHONY: setup system-packages test demo lab zoos zoo-fmnist fmnist-recipe bench seeds ablations baselines paper docs clean
+.PHONY: setup system-packages test demo lab zoos zoo-fmnist fmnist-recipe bench seeds ablations baselines paper docs \
+  clean
 
 setup: $(VENV)/.setup-done system-packages
 
