@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-train-models", type=int, help="use only the first N train models")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
+    t.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                   help="replay each training step as one CUDA graph (a GPU's launch overhead; default: "
+                        "$PROBEGEN_CUDA_GRAPHS, else off; see docs/performance.md)")
     n = sub.add_parser("notebook", help="run one notebook headlessly with parameters (e.g. `make ablations`)")
     n.add_argument("name", help="a notebook of notebooks/, e.g. 05_ablations or 05_ablations.ipynb")
     n.add_argument("--out", type=Path, default=REPO / "runs", help="the executed notebook goes to OUT/<name>.ipynb, "
@@ -195,10 +198,11 @@ def run_command(args: argparse.Namespace) -> None:
         from probegen_nb.experiment.train import train
 
         zoo = load_zoo(args.zoo)
-        m = train(train_config(args, zoo), zoo, out_dir=args.out).metrics
+        m = train(train_config(args, zoo), zoo, out_dir=args.out, cuda_graphs=args.cuda_graphs).metrics
         name = m["metric"]
         print(f"wrote {args.out}: test {name} {m[f'test_{name}']:.4f} at the best-validation epoch {m['best_epoch']} "
-              f"(last step {m[f'last_test_{name}']:.4f}), {m['train_seconds']:.1f} s on {m['device']}")
+              f"(last step {m[f'last_test_{name}']:.4f}), {m['train_seconds']:.1f} s on {m['device']}"
+              f"{' (steps replayed as a CUDA graph)' if m['cuda_graphs'] else ''}")
         return
     if args.command == "seeds":
         seeds_command(args)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numbers
 
 import torch
+from torch._C import _functorch
 from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
 from torch.utils._pytree import tree_flatten
@@ -55,6 +56,13 @@ def _is_target_device(device: object) -> bool | None:
     return None
 
 
+def _unwrapped(t: torch.Tensor) -> torch.Tensor:
+    """The tensor a `vmap`/`grad` wrapper holds (wrappers have no storage of their own): its kind is the wrapper's."""
+    while _functorch.is_functorch_wrapped_tensor(t):
+        t = _functorch.get_unwrapped(t)
+    return t
+
+
 class SimulatedDevice(TorchFunctionMode):
     """`with SimulatedDevice(): code(device=TARGET)` raises `DeviceMixError` where a CUDA run would raise."""
 
@@ -79,10 +87,13 @@ class SimulatedDevice(TorchFunctionMode):
         return super().__exit__(*exc)
 
     def on_host(self, t: torch.Tensor) -> bool:
+        t = _unwrapped(t)
         return t.numel() > 0 and t.untyped_storage().data_ptr() in self.host
 
     def _mark(self, out: object, host: bool) -> None:
         for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                t = _unwrapped(t)
             if isinstance(t, torch.Tensor) and t.numel() > 0 and t.device.type == "cpu":
                 storage = t.untyped_storage()
                 if host:
@@ -160,3 +171,38 @@ class SimulatedDevice(TorchFunctionMode):
         if tensors and not isinstance(out, (bool, numbers.Number)):
             self._mark(out, host=bool(host) and not target)
         return out
+
+
+class HostWaitError(RuntimeError):
+    """What a CUDA graph capture would have raised: the step waits for the host, or copies host data in."""
+
+
+class NoHostWait(TorchFunctionMode):
+    """Inside `SimulatedDevice` (`sim`): raises `HostWaitError` where code on the target would make the host wait for
+    the device or feed the device from host memory, which a CUDA graph capture refuses: `.item()`, `bool()`,
+    `.tolist()`, `.cpu()` / `.numpy()` of a target tensor, data-dependent shapes (`nonzero`, boolean masks, `unique`),
+    and a host tensor moved to the target. Enter it after `SimulatedDevice`, so it sees each call first."""
+
+    _READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__int__,
+              torch.Tensor.__float__, torch.Tensor.__index__, torch.Tensor.cpu, torch.Tensor.numpy,
+              torch.Tensor.__array__, torch.Tensor.nonzero, torch.nonzero, torch.Tensor.unique, torch.unique,
+              torch.unique_consecutive, torch.masked_select, torch.Tensor.masked_select, torch.argwhere}
+
+    def __init__(self, sim: SimulatedDevice) -> None:
+        super().__init__()
+        self.sim = sim
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", str(func))
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        on_target = [t for t in tensors if t.numel() > 0 and not self.sim.on_host(t)]
+        if func in self._READS and on_target:
+            raise HostWaitError(f"{name}() of a tensor on the device: the host waits for it")
+        if func in _INDEXING and any(t.dtype == torch.bool for t in tensors[1:]):
+            raise HostWaitError(f"{name} with a boolean mask: its shape depends on the device's data")
+        if func is torch.Tensor.to and args and self.sim.on_host(args[0]) and args[0].numel() > 0:
+            dests = [_is_target_device(a) for a in (*args[1:], kwargs.get("device"))]
+            if any(dests):
+                raise HostWaitError(f".to(): a host tensor {tuple(args[0].shape)} copied to the device in the step")
+        return func(*args, **kwargs)

@@ -38,7 +38,7 @@ from probegen_nb.experiment.config import RunConfig
 from probegen_nb.experiment.protocol import protocol_epochs
 from probegen_nb.experiment.run_folder import is_run_folder, read_metrics, read_results, read_sweep
 from probegen_nb.experiment.stats import compare_variants, verdict
-from probegen_nb.experiment.sweep import run_sweep
+from probegen_nb.experiment.sweep import run_sweep, seconds_per_run
 
 REPO = Path(__file__).resolve().parents[2]
 N_PROBES = (64, 128)  # the paper's two values of Q
@@ -195,12 +195,12 @@ def paper_table(part: PaperPart) -> pd.DataFrame:
 
 def _run_records(part: PaperPart, folder: Path) -> tuple[list[str], float]:
     """The devices the finished runs name in their metrics.json (in order of first appearance) and the minutes they
-    trained in all (a group's wall time counted once: each of its runs carries it with its `group_size`)."""
+    trained in all (a group's wall time counted once)."""
     done = part.results[part.results["status"] == "done"] if len(part.results) else part.results
     dirs = [folder / f"paper_{part.benchmark.key}" / rid for rid in done["run_id"]]
     records = [read_metrics(d) for d in dirs if is_run_folder(d)]  # (a table built in memory has no folders)
     devices = list(dict.fromkeys(str(m.get("device", "?")) for m in records))
-    return devices, sum(m["train_seconds"] / m.get("group_size", 1) for m in records) / 60
+    return devices, sum(seconds_per_run(m) for m in records) / 60
 
 
 SECTION_MADE = "- made by: "  # a section's first line: the command, commit and date that wrote it

@@ -27,6 +27,7 @@ from probegen_nb.core.zoo_io import load_zoo, resolve_zoo_dir
 from probegen_nb.experiment import run_folder as rf
 from probegen_nb.experiment.config import ProbingConfig, RunConfig
 from probegen_nb.experiment.evaluate import metric, metric_name
+from probegen_nb.experiment.step_graph import ForwardBackward, use_cuda_graphs
 from probegen_nb.experiment.train import (
     RunResult,
     _write_run_folder,
@@ -81,10 +82,11 @@ def group_runs(configs: Sequence[RunConfig], max_size: int | None = None) -> lis
 
 
 def train_group(configs: Sequence[RunConfig], zoo: AnyZoo | None = None,
-                out_dirs: Sequence[str | Path | None] | None = None) -> list[RunResult]:
+                out_dirs: Sequence[str | Path | None] | None = None,
+                cuda_graphs: bool | None = None) -> list[RunResult]:
     """Train the runs `configs` (one `group_key`) as one program; each result and folder as its solo `train()`'s,
     up to float reassociation in the batched matmuls. `metrics["train_seconds"]` is the group's wall time, shared by
-    its `group_size` runs."""
+    its `group_size` runs. `cuda_graphs` as `train()`'s: the group's step replayed as one CUDA graph."""
     configs = list(configs)
     dirs = list(out_dirs) if out_dirs is not None else [None] * len(configs)
     if not configs or len(dirs) != len(configs):
@@ -147,23 +149,28 @@ def train_group(configs: Sequence[RunConfig], zoo: AnyZoo | None = None,
     t0 = time.perf_counter() - before
     check_each_step = checks_loss_each_step(dev)
     arange = torch.arange(r_runs, device=dev)[:, None]  # [R, 1]
+
+    def loss_of(idx: torch.Tensor) -> torch.Tensor:  # [R]: each run's loss on its models idx[r] (idx [R, B])
+        outputs = (stack.predict_rows(train_zoo, idx) if cached is None
+                   else stack.predict(cached["train"][arange, idx]))  # [R, B, d_out]
+        return run_losses(outputs, labels["train"][idx], classification)
+
+    graphs = use_cuda_graphs(dev, zoo, stack, cuda_graphs)
+    params = [p for opt, _ in opts for g in opt.param_groups for p in g["params"]]
+    # backward of the sum of the runs' mean losses: each run's gradient is its solo gradient
+    forward_backward = ForwardBackward(loss_of, params, graphs, counters=models)
     for epoch in range(start, first.epochs):
         order = torch.stack([torch.randperm(len(train_zoo), generator=g) for g in gens]).to(dev)  # [R, N]
         losses = []
         for step, idx in enumerate(order.split(first.batch_size, dim=1)):  # idx [R, B]: run r's models
-            outputs = (stack.predict_rows(train_zoo, idx) if cached is None
-                       else stack.predict(cached["train"][arange, idx]))  # [R, B, d_out]
-            loss = run_losses(outputs, labels["train"][idx], classification)  # [R]
+            loss = forward_backward(idx)  # [R]; gradients in .grad
             if check_each_step and not torch.isfinite(loss).all():
                 r = int((~torch.isfinite(loss)).nonzero()[0])
                 raise _in_run(non_finite_loss(loss[r], epoch, step, outs[r]), r, configs[r])
-            for opt, _ in opts:
-                opt.zero_grad(set_to_none=True)
-            loss.sum().backward()  # the sum of the runs' mean losses: each run's gradient is its solo gradient
             for opt, schedule in opts:
                 opt.step()
                 schedule.step()
-            losses.append(loss.detach())
+            losses.append(loss)
             threads.update()
         n_steps += len(losses)
         per_step = torch.stack(losses)  # [steps, R]
@@ -218,6 +225,7 @@ def train_group(configs: Sequence[RunConfig], zoo: AnyZoo | None = None,
             "device": describe_device(dev, threads=int(thread_info["threads"]) if thread_info["threads"] else None),
             "config_sha256": rf.config_digest(c),
             "group_size": r_runs,  # runs trained as one program with this one
+            "cuda_graphs": graphs,  # whether the group's steps were replayed as a CUDA graph
         }
         if out is not None:
             _write_run_folder(out, model, best["state"], snapshots[r], splits["test"], metrics)

@@ -43,7 +43,8 @@ from probegen_nb.experiment.run_folder import FAILED_FILE, RESULTS_FILE, ZOO_FIL
 from probegen_nb.experiment.train import train
 from probegen_nb.probes.registry import ProbeConfig
 
-__all__ = ["FAILED_FILE", "RESULTS_FILE", "ZOO_FILE", "Sweep", "SweepRun", "grid", "run_id", "run_sweep"]
+__all__ = ["FAILED_FILE", "RESULTS_FILE", "ZOO_FILE", "Sweep", "SweepRun", "grid", "run_id", "run_sweep",
+           "seconds_per_run"]
 SUMMARY_KEYS = ("best_epoch", "flops_per_model", "n_params", "train_seconds")  # besides the metric's three numbers
 
 
@@ -138,7 +139,12 @@ def summarize_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     run is a group of one), which is what a cost comparison between methods should read."""
     name = metrics["metric"]
     keys = (f"best_val_{name}", f"test_{name}", f"last_test_{name}", *SUMMARY_KEYS)
-    return {**{k: metrics[k] for k in keys}, "seconds_per_run": metrics["train_seconds"] / metrics.get("group_size", 1)}
+    return {**{k: metrics[k] for k in keys}, "seconds_per_run": seconds_per_run(metrics)}
+
+
+def seconds_per_run(metrics: Mapping[str, Any]) -> float:
+    """A run's share of the wall time it trained in: a group's runs each carry the group's seconds and its size."""
+    return metrics["train_seconds"] / metrics.get("group_size", 1)
 
 
 def train_task(config: RunConfig, folder: str, zoo_search: tuple[str, ...], zoo: AnyZoo | None = None,

@@ -29,6 +29,7 @@ from probegen_nb.core.zoo_io import load_zoo, resolve_zoo_dir
 from probegen_nb.experiment import run_folder as rf
 from probegen_nb.experiment.config import RunConfig, probing
 from probegen_nb.experiment.evaluate import metric, metric_name, predict, predict_from, represent_all
+from probegen_nb.experiment.step_graph import ForwardBackward, use_cuda_graphs
 from probegen_nb.methods.learner import EpochFit, Learner, loss_fn
 from probegen_nb.probes.base import ProbeSource
 
@@ -89,7 +90,7 @@ class GradientFit:
 
     def __init__(self, config: RunConfig, model: Learner, train_zoo: AnyZoo, labels: torch.Tensor,
                  cached: torch.Tensor | None, generator: torch.Generator, out: Path | None,
-                 threads: ThreadGovernor) -> None:
+                 threads: ThreadGovernor, cuda_graphs: bool = False) -> None:
         self.config, self.model, self.train_zoo, self.labels, self.cached = config, model, train_zoo, labels, cached
         self.generator, self.out, self.threads = generator, out, threads
         self.classification = train_zoo.task.is_classification
@@ -97,21 +98,25 @@ class GradientFit:
         steps_per_epoch = math.ceil(len(train_zoo) / config.batch_size)
         self.optimizer, self.schedule = make_optimizer(config, model,
                                                        steps_per_epoch * model.n_epochs(config.epochs))
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.forward_backward = ForwardBackward(self.loss_of, params, cuda_graphs, counters=[model])
+
+    def loss_of(self, idx: torch.Tensor) -> torch.Tensor:
+        """The loss of a step on the train models at positions `idx` [B]."""
+        outputs = (self.model.predict_rows(self.train_zoo, idx) if self.cached is None
+                   else self.model.predict_reps(self.cached[idx]))  # [B, d_out]
+        return loss_fn(outputs, self.labels[idx], self.classification)
 
     def run_epoch(self, epoch: int) -> tuple[torch.Tensor, float]:
         order = torch.randperm(len(self.train_zoo), generator=self.generator).to(self.labels.device)
         losses = []
         for step, idx in enumerate(order.split(self.config.batch_size)):
-            outputs = (self.model.predict_rows(self.train_zoo, idx) if self.cached is None
-                       else self.model.predict_reps(self.cached[idx]))  # [B, d_out]
-            loss = loss_fn(outputs, self.labels[idx], self.classification)
+            loss = self.forward_backward(idx)  # gradients in .grad
             if self.check_each_step and not torch.isfinite(loss):
                 raise non_finite_loss(loss, epoch, step, self.out)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             self.optimizer.step()
             self.schedule.step()
-            losses.append(loss.detach())
+            losses.append(loss)
             self.threads.update()
         return torch.stack(losses), self.optimizer.param_groups[0]["lr"]  # [steps]; lr after the epoch's last step
 
@@ -132,9 +137,11 @@ class GradientFit:
 
 
 def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | None = None,
-          probes: ProbeSource | None = None, progress: bool = True) -> RunResult:
+          probes: ProbeSource | None = None, progress: bool = True, cuda_graphs: bool | None = None) -> RunResult:
     """Fit the config's method on the zoo's train split, evaluating train, val and test after every epoch; the run's
-    model is its best-validation state."""
+    model is its best-validation state. `cuda_graphs`: replay each step as a CUDA graph (a GPU's launch overhead;
+    None: $PROBEGEN_CUDA_GRAPHS, off by default; see `experiment.step_graph`), an execution choice like the thread
+    count: the same run to float rounding, recorded in metrics.json."""
     dev = resolve_device(config.device)
     threads = ThreadGovernor.start("train", dev)  # CPU: intra-op threads fitted to the machine's load
     if dev.type == "cpu":
@@ -159,9 +166,10 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
     self_fit = model.self_fit(train_zoo, labels["train"], cached["train"] if cached else None, config.seed)
     fit: EpochFit
     grad: GradientFit | None  # every learner but the trees, which fit themselves
+    graphs = use_cuda_graphs(dev, zoo, model, cuda_graphs)
     if self_fit is None:
         fit = grad = GradientFit(config, model, train_zoo, labels["train"], cached["train"] if cached else None, gen,
-                                 out, threads)
+                                 out, threads, graphs)
     else:
         fit, grad = self_fit, None
     # a run killed part-way continues after its last finished epoch (gradient-fitted learners; trees refit fast)
@@ -210,6 +218,7 @@ def train(config: RunConfig, zoo: AnyZoo | None = None, out_dir: str | Path | No
         model.load_state_dict(best["state"])
     metrics = run_metrics(config, model, zoo, history, best, seconds, n_steps, cached is not None, len(train_zoo),
                           threads, dev)
+    metrics["cuda_graphs"] = graphs  # whether the steps were replayed as a CUDA graph
     if out is not None:
         _write_run_folder(out, model, best["state"], snapshots, splits["test"], metrics)
     return RunResult(config, model, metrics, out)

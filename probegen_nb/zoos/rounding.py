@@ -49,7 +49,7 @@ def rounding_effect(zoo32: AnyZoo, zoo16: AnyZoo, probes: torch.Tensor, test_x: 
                 pred = forward(g32.spec, p16, test_x[t:t + 1000]).argmax(-1)
                 correct += (pred == test_y[t:t + 1000]).sum(-1)
             acc16 = correct / len(test_x)
-            acc32 = torch.as_tensor(g32.table[label].to_numpy()[s:s + chunk], dtype=torch.float32,
+            acc32 = torch.as_tensor(g32.table[label].to_numpy(copy=True)[s:s + chunk], dtype=torch.float32,
                                     device=acc16.device)
             diff = (acc16 - acc32).abs()
             accuracy = max(accuracy, float(diff.max()))

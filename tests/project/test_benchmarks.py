@@ -143,3 +143,13 @@ def test_runs_benchmark_smoke(tmp_path: Path) -> None:
     assert len(written["max_metric_diff_per_run"]) == written["runs"] == 3
     assert all(d <= 1e-6 for d in written["max_metric_diff_per_run"])  # tests/experiment/test_grouped.py's METRIC_ATOL
     assert all(written["best_epoch_equal"])
+
+
+def test_train_step_benchmark_smoke(tmp_path: Path) -> None:
+    """Graphed vs eager steps: on a CPU the eager rows (one run, R runs as one program) are timed and the graph rows
+    are said to be skipped, not faked."""
+    result, written = run("bench_train_step", tmp_path)
+    assert set(written["rows"]) == {"solo_eager", "group_eager"}
+    for row in written["rows"].values():
+        assert row["seconds"] > 0 and row["ms_per_step"] > 0 and not any(row["cuda_graphs"])
+    assert "CUDA device" in written["graphs_skipped"] and "solo_speedup" not in written

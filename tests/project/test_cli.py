@@ -35,6 +35,15 @@ def test_train_refuses_bad_settings_in_a_line_and_writes_nothing(tmp_path, optio
     assert not (tmp_path / "run").exists()
 
 
+def test_train_refuses_cuda_graphs_off_a_gpu_in_a_line_and_writes_nothing(tmp_path) -> None:
+    res = cli("train", "--zoo", str(ZOOS / "mnist-inr-small"), "--out", str(tmp_path / "run"), "--device", "cpu",
+              "--cuda-graphs")
+    assert res.returncode == 1
+    assert res.stderr.startswith("error: cuda_graphs=True: CUDA graphs need a CUDA device; "
+                                 "train with cuda_graphs=False")
+    assert "Traceback" not in res.stderr and not (tmp_path / "run").exists()
+
+
 def test_debug_shows_the_traceback(tmp_path) -> None:
     res = cli("--debug", "train", "--zoo", str(ZOOS / "mnist-inr-small"), "--out", str(tmp_path / "r"),
               "--n-probes", "0")

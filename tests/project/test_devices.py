@@ -90,7 +90,7 @@ def host_zoo(folder: Path) -> AnyZoo:
 
 
 @pytest.mark.filterwarnings("ignore:fit_inrs. torch.compile failed")  # dynamo does not trace under the simulation
-@pytest.mark.parametrize("name", ["bench_cnn_zoo", "bench_inr_fitting", "bench_fixed_probes"])
+@pytest.mark.parametrize("name", ["bench_cnn_zoo", "bench_inr_fitting", "bench_fixed_probes", "bench_train_step"])
 def test_benchmark_on_a_device(name: str, tmp_path: Path, monkeypatch) -> None:
     """Each benchmark's main (smoke sizes): its reference and batched paths and their agreement check."""
     bench = load_bench(name)

@@ -12,9 +12,9 @@ from paths import REPO
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
 STEPS = ["environment", "inr_zoo_plan", "build_inr_zoo", "train_probegen", "zoo_memory", "inr_fitting",
-         "probe_training", "fixed_probes", "runs", "cnn_zoo"]
+         "probe_training", "fixed_probes", "runs", "train_step", "cnn_zoo"]
 FILES = {"environment", "inr_zoo", "train_probegen", "zoo_memory", "inr_fitting", "probe_training", "cnn_zoo",
-         "fixed_probes", "runs", "summary"}
+         "fixed_probes", "runs", "train_step", "summary"}
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
