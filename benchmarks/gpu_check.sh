@@ -37,8 +37,10 @@ done
 all_steps=(environment inr_zoo_plan build_inr_zoo train_probegen zoo_memory inr_fitting probe_training fixed_probes
            runs train_step cnn_zoo)
 # run only when --steps names them: `make paper`'s INR part (public-size MNIST and FMNIST zoos built, 36 runs) does
-# not fit beside the check in one call, so it has a call of its own: --steps environment,paper_inr,runs --budget 560
-opt_in_steps=(paper_inr)
+# not fit beside the check in one call, so it has a call of its own: --steps environment,paper_inr,runs --budget 560;
+# train_probegen_graphs is train_probegen with its steps replayed as a CUDA graph (after build_inr_zoo, e.g.
+# --steps environment,build_inr_zoo,train_probegen_graphs,train_step): the goal of <= 30 s a public-size run
+opt_in_steps=(paper_inr train_probegen_graphs)
 for name in ${only//,/ } $fail_step; do
   [[ " ${all_steps[*]} ${opt_in_steps[*]} " == *" $name "* ]] || {
     echo "gpu_check.sh: unknown step '$name' (steps: ${all_steps[*]}; opt-in: ${opt_in_steps[*]})" >&2; exit 2; }
@@ -116,6 +118,9 @@ json.dump({'n_models': zoo['n_models'], 'build': zoo['build']}, open('$out/inr_z
 step train_probegen 300 bash -c "rm -rf '$zoo-probegen' && '$PY' -m probegen_nb.cli train --zoo '$zoo' \
   --out '$zoo-probegen' --probes probegen --device '$device' && cp '$zoo-probegen/metrics.json' \
   '$out/train_probegen.json'"
+step train_probegen_graphs 200 bash -c "rm -rf '$zoo-probegen-graphs' && PROBEGEN_CUDA_GRAPHS=1 '$PY' -m \
+  probegen_nb.cli train --zoo '$zoo' --out '$zoo-probegen-graphs' --probes probegen --device '$device' && \
+  cp '$zoo-probegen-graphs/metrics.json' '$out/train_probegen_graphs.json'"
 step zoo_memory 90 "$PY" benchmarks/bench_zoo_memory.py "${memory[@]}" --device "$device" \
   --out "$out/zoo_memory.json"
 # its compiled row's cold compile alone took 46-74 s on an H200 (71 and 107 s in all, at 3 rounds)

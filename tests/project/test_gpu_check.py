@@ -86,3 +86,15 @@ def test_the_paper_step_runs_only_when_named_and_keeps_the_committed_sections(tm
     assert cifar[cifar.index("| method |"):] in page  # the kept section's table, as committed
     assert (out / "paper" / "paper_mnist" / "results.csv").is_file()
     assert len(list((out / "paper" / "paper_mnist").glob("*/metrics.json"))) == 12
+
+
+def test_the_graphed_training_step_runs_only_when_named(tmp_path: Path) -> None:
+    """`train_probegen_graphs` (not in the default check, pinned above) trains on the zoo the check built with
+    $PROBEGEN_CUDA_GRAPHS=1: on a CPU that means eager steps, and its metrics say so."""
+    out = tmp_path / "gpu"
+    res = run("--device", "cpu", "--smoke", "--out", str(out), "--steps", "build_inr_zoo,train_probegen_graphs")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    steps = json.loads((out / "summary.json").read_text())["steps"]
+    assert [(s["name"], s["status"]) for s in steps] == [("build_inr_zoo", "ok"), ("train_probegen_graphs", "ok")]
+    metrics = json.loads((out / "train_probegen_graphs.json").read_text())
+    assert metrics["cuda_graphs"] is False and metrics["history"]
