@@ -61,18 +61,32 @@ def test_initialisers() -> None:
     assert p["layers.0.bias"][:20].abs().max() == 0 and (p["layers.0.bias"][20:] == 1).all()
 
 
-def test_dropout_rates_per_model() -> None:
+@pytest.mark.parametrize("on_device", [False, True])  # True: the GPU's way (bytes from a device generator), here
+def test_dropout_rates_per_model(on_device: bool) -> None:  # on the CPU
     spec = CNNSpec(1, (64,), 3, 1, 1, "none", image_size=8)
     params = {"layers.0.weight": torch.zeros(3, 64, 1, 3, 3), "layers.0.bias": torch.ones(3, 64),
               "fc.weight": torch.eye(10, 64).expand(3, 10, 64).clone(), "fc.bias": torch.zeros(3, 10)}
     x = torch.zeros(200, 1, 8, 8)
     rate = torch.tensor([0.0, 0.25, 0.5])
-    drop = cz.per_model_dropout(spec, rate, torch.Generator().manual_seed(1))
+    drop = cz.per_model_dropout(spec, rate, torch.Generator().manual_seed(1), on_device)
     out = cnn_forward(spec, params, x, after_activation=drop)  # [3, 200, 10]
     torch.testing.assert_close(out[0], torch.ones(200, 10).mul(torch.eye(10, 64).sum(1)))  # rate 0: identity
     for m in (1, 2):
         assert out[m].mean().item() == pytest.approx(1.0, abs=0.05)  # inverted dropout keeps the mean
     assert out[2].std() > out[1].std() > 0
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_random_bytes_are_seeded_and_uniform(on_device: bool) -> None:
+    """Dropout's bytes: the same seed draws the same bytes, another seed others, and every byte value is as likely
+    (the device's way seeds its generator once from the run's: what a GPU does, run here on the CPU)."""
+    cpu = torch.device("cpu")
+    draws = [cz.random_bytes(cpu, torch.Generator().manual_seed(s), on_device)(torch.Size((64, 1024)))
+             for s in (0, 0, 1)]
+    assert draws[0].dtype == torch.uint8 and draws[0].shape == (64, 1024)
+    assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+    counts = torch.bincount(draws[0].flatten().long(), minlength=256).float()  # 256 bins, 256 expected in each
+    assert counts.min() > 256 - 5 * 16 and counts.max() < 256 + 5 * 16  # within 5 binomial std (16) of uniform
 
 
 def test_images_to_inputs() -> None:
