@@ -94,6 +94,7 @@ bench: setup
 	$(PY) benchmarks/bench_cnn_zoo.py
 	$(PY) benchmarks/bench_fixed_probes.py
 	$(PY) benchmarks/bench_runs.py
+	$(PY) benchmarks/bench_train_step.py
 
 # Mean ± std over seeds of the quickstart's three methods (the README's results table), as one resumable sweep.
 # ENGINE=dask runs them on a Dask LocalCluster of WORKERS single-threaded processes.
