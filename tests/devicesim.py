@@ -179,9 +179,10 @@ class HostWaitError(RuntimeError):
 
 class NoHostWait(TorchFunctionMode):
     """Inside `SimulatedDevice` (`sim`): raises `HostWaitError` where code on the target would make the host wait for
-    the device or feed the device from host memory, which a CUDA graph capture refuses: `.item()`, `bool()`,
-    `.tolist()`, `.cpu()` / `.numpy()` of a target tensor, data-dependent shapes (`nonzero`, boolean masks, `unique`),
-    and a host tensor moved to the target. Enter it after `SimulatedDevice`, so it sees each call first."""
+    the device or feed the device from host memory, which a CUDA graph capture refuses (NVIDIA's checklist for
+    `torch.cuda.graph`): `.item()`, `bool()`, `.tolist()`, `.cpu()` / `.numpy()` of a target tensor, data-dependent
+    shapes (`nonzero`, boolean masks, `unique`), a host tensor moved to the target, a target tensor indexed by a host
+    index, and a target tensor made from Python data. Enter it after `SimulatedDevice`, so it sees each call first."""
 
     _READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__int__,
               torch.Tensor.__float__, torch.Tensor.__index__, torch.Tensor.cpu, torch.Tensor.numpy,
@@ -201,6 +202,12 @@ class NoHostWait(TorchFunctionMode):
             raise HostWaitError(f"{name}() of a tensor on the device: the host waits for it")
         if func in _INDEXING and any(t.dtype == torch.bool for t in tensors[1:]):
             raise HostWaitError(f"{name} with a boolean mask: its shape depends on the device's data")
+        if func in _INDEXING and tensors and not self.sim.on_host(tensors[0]) \
+                and any(self.sim.on_host(t) and t.dim() > 0 for t in tensors[1:]):
+            raise HostWaitError(f"{name}: a device tensor indexed by a host index (copied over every call)")
+        if func in (torch.tensor, torch.as_tensor) and _is_target_device(kwargs.get("device")) \
+                and not (args and isinstance(args[0], torch.Tensor)):
+            raise HostWaitError(f"torch.{name}(<Python data>, device=...): host data copied to the device in the step")
         if func is torch.Tensor.to and args and self.sim.on_host(args[0]) and args[0].numel() > 0:
             dests = [_is_target_device(a) for a in (*args[1:], kwargs.get("device"))]
             if any(dests):

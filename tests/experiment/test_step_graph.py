@@ -103,6 +103,24 @@ def test_train_records_eager_steps_on_a_cpu(class_shift_zoo: Zoo, monkeypatch) -
         train(small(device="cpu"), class_shift_zoo, progress=False, cuda_graphs=True)
 
 
+def test_the_watch_raises_where_a_capture_would_and_only_there() -> None:
+    x = torch.arange(6.0, device=TARGET)
+    waits = {"item": lambda: x.sum().item(), "bool": lambda: bool(x.any()), "cpu": lambda: x.cpu(),
+             "mask": lambda: x[x > 2], "nonzero": lambda: x.nonzero(),
+             "host tensor in": lambda: torch.ones(3).to(TARGET), "host index": lambda: x[torch.tensor([0, 2])],
+             "Python data in": lambda: torch.tensor([1.0], device=TARGET)}
+    with SimulatedDevice() as sim, NoHostWait(sim):
+        for name, wait in waits.items():
+            with pytest.raises(HostWaitError):
+                wait()
+                pytest.fail(f"{name}: not seen")
+    with SimulatedDevice() as sim:
+        index = torch.tensor([0, 2]).to(TARGET)  # made before the step
+        with NoHostWait(sim):  # device-only work passes
+            y = (x[index] * 2).sin().sum() + torch.zeros(1, device=TARGET)
+    assert y.shape == (1,)
+
+
 STEPS = {"probegen": {"probes": ProbeGenConfig()},
          "uniform, answers cached": {"probes": UniformConfig()},  # the step is the predictor on cached answers
          "uniform, answered every step": {"probes": UniformConfig(), "cache_responses": False}}
