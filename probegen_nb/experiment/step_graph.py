@@ -91,7 +91,6 @@ class ForwardBackward:
         self.static_index: torch.Tensor | None = None
         self.static_loss: torch.Tensor | None = None
         self.query_step: list[int] = []  # each counter's increment in one forward, measured at capture
-        self.replays = 0
 
     def __call__(self, index: torch.Tensor) -> torch.Tensor:
         """The step's loss (detached) for the models at `index`, gradients in `.grad`."""
@@ -107,7 +106,6 @@ class ForwardBackward:
         assert self.static_index is not None and self.static_loss is not None and self.graph is not None
         self.static_index.copy_(index)
         self.graph.replay()
-        self.replays += 1
         for counter, step in zip(self.counters, self.query_step):
             counter.queries += step
         return self.static_loss.clone()
